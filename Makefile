@@ -1,0 +1,36 @@
+# Two entry points for a newcomer: `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.bitsback-installed
+# Pinned so that this machine's pre-downloaded CPU wheel is used; on a CUDA machine
+# the same pin pulls the matching CUDA build from PyPI.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup build test demo bench asan clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "Cython>=3.0" "numpy>=1.26"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[train,test,bench]"
+	touch $(STAMP)
+
+# Rebuild the extension whenever the C core or the binding changed.
+build: $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+
+test: build
+	$(BIN)/python -m pytest tests
+
+demo: build
+	$(BIN)/python -m bitsback.demo
+
+bench: build
+	$(BIN)/python -m pytest bench --benchmark-only
+
+clean:
+	rm -rf build src/bitsback/_rans.c src/bitsback/*.so
