@@ -1,0 +1,193 @@
+"""The ``bitsback`` command.
+
+Exit status: 0 success, 1 a bitsback error (bad input, corrupt file, wrong model, an
+output that exists), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None, lambda: None
+    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False)
+    return bar.update, bar.close
+
+
+def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(lines))
+
+
+def cmd_compress(a) -> int:
+    from . import datasets
+    from .codec import Codec, write_atomic
+
+    codec = Codec(a.model, device=a.device, k_steps=a.k_steps, lr=a.lr, lanes=a.lanes, seed=a.seed, threads=a.threads)
+    images = datasets.load(a.input)
+    if a.binarize:
+        images = datasets.binarize(images)
+    out = Path(a.output)
+    if out.exists() and not a.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite")
+    update, close = _progress(len(images), "compress", not a.quiet)
+    t0 = time.perf_counter()
+    try:
+        blob = codec.compress(images, progress=update)
+    finally:
+        close()
+    seconds = time.perf_counter() - t0
+    if a.verify:
+        from .errors import IntegrityError
+
+        back = codec.decompress(blob)
+        if back.shape != images.shape or not (back == images).all():
+            raise IntegrityError("verification failed: decoded images differ from the input")
+    write_atomic(out, blob, force=a.force, inputs=(a.input,))
+    n = int(len(images))
+    dims = images.size
+    result = {
+        "n_images": n,
+        "bytes": len(blob),
+        "bits_per_dim": 8 * len(blob) / dims,
+        "seconds": seconds,
+        "images_per_second": n / seconds if seconds > 0 else float("inf"),
+        "lanes": codec.choose_lanes(n),
+        "model": codec.model.name,
+        "k_steps": codec.k_steps,
+        "output": str(out),
+        "verified": bool(a.verify),
+    }
+    _emit(result, a.json, [
+        f"{a.input} -> {out}: {n} images, {len(blob)} bytes, {result['bits_per_dim']:.4f} bits/dim, "
+        f"{result['images_per_second']:.0f} images/s ({codec.model.name}, K={codec.k_steps}, lanes={result['lanes']})"
+        + (", verified" if a.verify else "")
+    ])
+    return 0
+
+
+def cmd_decompress(a) -> int:
+    from . import datasets
+    from .codec import Codec, info
+
+    blob = Path(a.input).read_bytes()
+    header = info(blob)
+    out = Path(a.output)
+    if out.exists() and not a.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite")
+    codec = Codec(a.model or header["model"]["name"], device=a.device, threads=a.threads)
+    update, close = _progress(header["n"], "decompress", not a.quiet)
+    t0 = time.perf_counter()
+    try:
+        images = codec.decompress(blob, progress=update)
+    finally:
+        close()
+    seconds = time.perf_counter() - t0
+    datasets.save(out, images)
+    n = int(len(images))
+    result = {
+        "n_images": n,
+        "bytes": len(blob),
+        "bits_per_dim": 8 * len(blob) / images.size,
+        "seconds": seconds,
+        "images_per_second": n / seconds if seconds > 0 else float("inf"),
+        "output": str(out),
+    }
+    _emit(result, a.json, [f"{a.input} -> {out}: {n} images, {result['images_per_second']:.0f} images/s"])
+    return 0
+
+
+def cmd_info(a) -> int:
+    from .codec import info
+
+    h = info(Path(a.input).read_bytes())
+    _emit(h, a.json, [f"{k}: {v}" for k, v in h.items()])
+    return 0
+
+
+def cmd_models(a) -> int:
+    from . import zoo
+
+    return zoo.models_main(["--json"] if a.json else []) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitsback", description="Lossless image-dataset compression with VAEs and bits-back ANS.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, json_help="print one JSON object as the last line of stdout"):
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default 1)")
+        sp.add_argument("--force", action="store_true", help="overwrite an existing output")
+        sp.add_argument("--json", action="store_true", help=json_help)
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("compress", help="compress a dataset file to .bba")
+    c.add_argument("input", help=".idx/.idx.gz, .npy, .npz, .amat, CIFAR-10 batch, or a folder of PNGs")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--model", default="mnist-binary", help="bundled model name or exported model directory")
+    c.add_argument("--k-steps", type=int, default=0, help="Adam steps of per-image inference (Algorithm 2)")
+    c.add_argument("--lr", type=float, default=5e-3, help="learning rate of the K steps")
+    c.add_argument("--lanes", type=int, default=None, help="independent rANS messages (default: chosen from N)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--binarize", action="store_true", help="threshold pixels at 128 first (binary models)")
+    c.add_argument("--verify", action="store_true", help="decode in memory and compare before writing")
+    common(c)
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help="decompress a .bba file")
+    d.add_argument("input")
+    d.add_argument("-o", "--output", required=True, help=".npy, .npz, .idx, .idx.gz, or a folder for PNGs")
+    d.add_argument("--model", default=None, help="model to decode with (default: the one named in the file)")
+    common(d)
+    d.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="print a .bba file's header")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("models", help="list bundled models with their recorded metrics")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    for name, help_ in (("train", "train a VAE or an encoder objective (needs torch)"), ("export", "export a trained VAE to ONNX")):
+        s = sub.add_parser(name, help=help_, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=None, passthrough=name)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "export"):
+        import importlib
+
+        return importlib.import_module(f"bitsback.{argv[0]}").main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    from .errors import BitsbackError
+
+    try:
+        return args.func(args)
+    except (BitsbackError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"bitsback: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, unwritable destination
+        print(f"bitsback: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

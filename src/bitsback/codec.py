@@ -1,0 +1,372 @@
+"""BB-ANS over lanes: the paper's Algorithm 1, and Algorithm 2 when ``k_steps > 0``.
+
+Images are dealt to L lanes (independent rANS messages): step t codes images
+``t*L .. t*L+L-1``, one per lane, as one onnxruntime batch; the last step may use only a
+prefix of the lanes. Within a lane images are chained, so every image after the first
+gets its posterior bits back. Compression of one step::
+
+    mu, sigma = encoder(x)            [K Adam steps on (mu, rho) if k_steps > 0]
+    z  <- pop  q(z|x)                 (bits back; the lane's first pop reads initial bits)
+    push x ~ p(x | centre(z))
+    push z ~ uniform over 2^b equal-mass buckets of N(0, 1)
+
+Decompression runs the exact mirror over the steps in reverse, then checks that every
+lane is back in its initial state and that the sha256 of the images matches the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import cdf, container
+from ._rans import Messages
+from .errors import BitsbackError, CorruptMessageError, FormatError, InputError, IntegrityError, ModelMismatchError
+from .runtime import Network, describe
+
+LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture")
+DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
+# Target share of the file spent on per-lane overhead when the lane count is chosen from N.
+LANE_OVERHEAD_SHARE = 0.004
+MAX_AUTO_LANES = 256
+
+
+class Model:
+    """A VAE exported for coding: ``manifest.json``, ``encoder.onnx``, ``decoder.onnx``."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        manifest = self.dir / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{self.dir} has no manifest.json: not a bitsback model directory")
+        self.manifest = json.loads(manifest.read_text())
+        m = self.manifest
+        self.name = str(m.get("name", self.dir.name))
+        self.likelihood = m["likelihood"]
+        if self.likelihood not in LIKELIHOODS:
+            raise BitsbackError(f"model {self.name}: unsupported likelihood {self.likelihood!r}")
+        self.shape = tuple(int(s) for s in m["image_shape"])
+        self.dim = int(np.prod(self.shape))
+        self.levels = int(m.get("levels", 2 if self.likelihood == "bernoulli" else 256))
+        self.latent = int(m["latent_size"])
+        digest = hashlib.sha256()
+        for f in ("encoder.onnx", "decoder.onnx"):
+            digest.update(hashlib.sha256((self.dir / f).read_bytes()).digest())
+        self.sha256 = digest.hexdigest()
+        rec = m.get("precision") or m.get("recommended_precision") or {}
+        self.precision = {k: int(rec.get(k, v)) for k, v in DEFAULT_PRECISION.items()}
+        self.expected_bits_per_dim = _expected_bpd(m, self.levels)
+
+
+def _expected_bpd(manifest: dict, levels: int) -> float:
+    metrics = manifest.get("metrics") or {}
+    for key in ("test_elbo_bpd", "test_bpd"):
+        v = metrics.get(key)
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    return 0.15 if levels == 2 else 1.5
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """A bundled model's name (``mnist-binary``) or a directory holding an exported model."""
+    p = Path(name_or_path)
+    if (p / "manifest.json").is_file():
+        return p
+    from . import zoo
+
+    try:
+        return Path(zoo.model_dir(str(name_or_path)))
+    except KeyError:
+        raise BitsbackError(
+            f"unknown model {name_or_path!r}: not a bundled model ({', '.join(zoo.names())}) "
+            "nor a directory with manifest.json"
+        ) from None
+
+
+class Codec:
+    """Compress and decompress batches of images with one VAE.
+
+    Parameters
+    ----------
+    model : str or path
+        Bundled model name (see ``bitsback models``) or an exported model directory.
+    device : {"auto", "cpu", "cuda"}
+        Where onnxruntime runs the networks; "auto" takes CUDA when its provider initialises.
+    k_steps : int
+        Adam steps of per-image posterior optimisation before coding (Algorithm 2).
+        0 (the default) is the fast amortized path and never imports torch.
+    lr : float
+        Adam learning rate of the K-step optimisation (the paper uses 5e-3 on MNIST).
+    lanes : int, optional
+        Number of independent rANS messages. Default: chosen from N so that per-lane
+        overhead stays near 0.4 % of the file.
+    seed : int
+        Seed of the initial bits and of the K-step noise; stored in the file.
+    threads : int, optional
+        onnxruntime intra-op threads (default 1, or BITSBACK_THREADS).
+
+    A Codec holds no per-call state and may be shared by threads.
+
+    Examples
+    --------
+    >>> import bitsback
+    >>> codec = bitsback.load("mnist-binary")
+    >>> blob = codec.compress(images)           # images: uint8 (N, 28, 28) of 0/1
+    >>> assert (codec.decompress(blob) == images).all()
+    """
+
+    def __init__(self, model="mnist-binary", device="auto", k_steps=0, lr=5e-3, lanes=None, seed=0, threads=None):
+        self.model = Model(resolve_model(model))
+        self.device = device
+        self.k_steps = int(k_steps)
+        if self.k_steps < 0:
+            raise ValueError("k_steps must be >= 0")
+        self.lr = float(lr)
+        self.lanes = lanes
+        self.seed = int(seed)
+        self.encoder = Network(self.model.dir / "encoder.onnx", device, threads)
+        self.decoder = Network(self.model.dir / "decoder.onnx", device, threads)
+        self.centres = {}
+        self._optimiser = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def choose_lanes(self, n: int) -> int:
+        """Lanes for n images: as many as keep per-lane overhead near LANE_OVERHEAD_SHARE."""
+        if self.lanes:
+            return max(1, min(int(self.lanes), n))
+        m = self.model
+        bits_per_image = m.expected_bits_per_dim * m.dim
+        per_lane = 96 + m.latent * m.precision["latent_bits"]  # head + initial bits, roughly
+        lanes = math.floor(n * bits_per_image * LANE_OVERHEAD_SHARE / per_lane)
+        return max(1, min(lanes, MAX_AUTO_LANES, n))
+
+    def _centres(self, bits: int) -> np.ndarray:
+        c = self.centres.get(bits)
+        if c is None:
+            c = self.centres[bits] = cdf.latent.centres(bits).astype(np.float32)
+        return c
+
+    def _posterior(self, x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+        out = self.encoder(x=x.astype(np.float32))
+        mu, sigma = out["mu"], out["sigma"]
+        if self.k_steps:
+            mu, sigma = self._optimise(x, mu, sigma, step)
+        return np.ascontiguousarray(mu, np.float32), np.ascontiguousarray(sigma, np.float32)
+
+    def _optimise(self, x, mu, sigma, step):
+        with self._lock:
+            if self._optimiser is None:
+                from .inference import Optimiser  # torch is imported only on this path
+
+                self._optimiser = Optimiser(self.model.dir, self.model.likelihood)
+        return self._optimiser(x, mu, sigma, k=self.k_steps, lr=self.lr, seed=self.seed, step=step)
+
+    def _push_x(self, msgs, out, x, prec):
+        lik = self.model.likelihood
+        if lik == "bernoulli":
+            cdf.bernoulli.push(msgs, out["logits"], x, prec)
+        elif lik == "logistic":
+            cdf.logistic.push(msgs, out["mean"], out["log_scale"], x, prec)
+        else:
+            cdf.logistic.push_mixture(msgs, out["logit_weights"], out["mean"], out["log_scale"], x, prec)
+
+    def _pop_x(self, msgs, out, prec):
+        lik = self.model.likelihood
+        if lik == "bernoulli":
+            return cdf.bernoulli.pop(msgs, out["logits"], prec)
+        if lik == "logistic":
+            return cdf.logistic.pop(msgs, out["mean"], out["log_scale"], prec)
+        return cdf.logistic.pop_mixture(msgs, out["logit_weights"], out["mean"], out["log_scale"], prec)
+
+    def _check_images(self, images) -> np.ndarray:
+        m = self.model
+        x = np.asarray(images)
+        if x.shape == m.shape:
+            x = x[None]
+        if x.ndim != len(m.shape) + 1 or x.shape[1:] != m.shape:
+            raise InputError(f"model {m.name} codes images of shape {m.shape}; got array of shape {x.shape}")
+        if x.shape[0] == 0:
+            raise InputError("no images to compress")
+        if x.dtype != np.uint8:
+            if x.dtype == np.bool_ or (np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() <= 255):
+                x = x.astype(np.uint8)
+            else:
+                raise InputError(f"images must be uint8 (or integers in 0..255); got dtype {x.dtype}")
+        if x.max() >= m.levels:
+            hint = " (threshold first: bitsback.datasets.binarize, or --binarize on the command line)" if m.levels == 2 else ""
+            raise InputError(f"model {m.name} codes {m.levels} levels per pixel; images contain {int(x.max())}{hint}")
+        return np.ascontiguousarray(x)
+
+    # ------------------------------------------------------------------ public API
+    def compress(self, images, progress=None) -> bytes:
+        """Compress uint8 images of the model's shape, (N, *shape) or one image; return bytes."""
+        x = self._check_images(images)
+        m = self.model
+        n = x.shape[0]
+        lanes = self.choose_lanes(n)
+        prec = m.precision
+        bits = prec["latent_bits"]
+        centres = self._centres(bits)
+        flat = x.reshape(n, m.dim)
+        msgs = Messages(lanes, self.seed)
+        steps = -(-n // lanes)
+        for t in range(steps):
+            xs = flat[t * lanes : (t + 1) * lanes]
+            mu, sigma = self._posterior(xs, t)
+            z = cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits)
+            out = self.decoder(z=centres[z])
+            self._push_x(msgs, out, xs, prec["likelihood"])
+            cdf.latent.push_prior(msgs, z, bits)
+            if progress:
+                progress(len(xs))
+        header = {
+            "model": {"name": m.name, "sha256": m.sha256},
+            "likelihood": m.likelihood,
+            "shape": list(m.shape),
+            "dtype": "uint8",
+            "levels": m.levels,
+            "n": n,
+            "lanes": lanes,
+            "precision": dict(prec),
+            "latent": m.latent,
+            "k_steps": self.k_steps,
+            "lr": self.lr,
+            "seed": self.seed,
+            "runtime": describe(self.encoder.provider),
+            "data_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
+        }
+        return container.pack(header, msgs.to_bytes())
+
+    def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None) -> np.ndarray:
+        """Decode bytes made by :meth:`compress`; return uint8 images (N, *shape).
+
+        Raises FormatError (corrupt/truncated/hostile), ModelMismatchError (made with
+        another model) or IntegrityError (decoded data failed its checks); never returns
+        wrong images.
+        """
+        header, payload = container.unpack(blob, limits)
+        m = self.model
+        if header["model"]["sha256"] != m.sha256:
+            raise ModelMismatchError(
+                f"file was compressed with model {header['model']['name']!r} "
+                f"(sha256 {header['model']['sha256'][:12]}…); this codec holds {m.name!r} ({m.sha256[:12]}…)"
+            )
+        if tuple(header["shape"]) != m.shape or header["latent"] != m.latent or header["likelihood"] != m.likelihood:
+            raise FormatError("header shape/latent/likelihood disagree with the model it names")
+        n, lanes, prec = header["n"], header["lanes"], header["precision"]
+        k_steps, lr, seed = header["k_steps"], float(header["lr"]), header["seed"]
+        bits = prec["latent_bits"]
+        try:
+            msgs = Messages.from_bytes(bytes(payload), seed)
+        except CorruptMessageError:
+            raise
+        except (ValueError, MemoryError) as e:
+            raise CorruptMessageError(f"payload is malformed: {e}") from None
+        if msgs.lanes != lanes:
+            raise FormatError(f"payload holds {msgs.lanes} lanes, header says {lanes}")
+        centres = self._centres(bits)
+        flat = np.empty((n, m.dim), np.uint8)
+        steps = -(-n // lanes)
+        dec = self if (k_steps == self.k_steps and lr == self.lr and seed == self.seed) else self._replica(k_steps, lr, seed)
+        for t in reversed(range(steps)):
+            lo, hi = t * lanes, min(n, (t + 1) * lanes)
+            z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
+            out = self.decoder(z=centres[z])
+            xs = self._pop_x(msgs, out, prec["likelihood"])
+            mu, sigma = dec._posterior(xs, t)
+            cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
+            flat[lo:hi] = xs
+            if progress:
+                progress(hi - lo)
+        images = flat.reshape((n, *m.shape))
+        if not msgs.is_initial() or hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
+            here = describe(self.encoder.provider)
+            there = header["runtime"]
+            why = (
+                f"; it was made with {there} and is decoded with {here}: float networks are not "
+                "guaranteed to agree across runtimes"
+                if there != here
+                else ""
+            )
+            raise IntegrityError("decoded data failed its integrity check" + why)
+        return images
+
+    def _replica(self, k_steps, lr, seed) -> "Codec":
+        """This codec with another K-step setting (as recorded in a file), sharing sessions."""
+        other = object.__new__(Codec)
+        other.__dict__.update(self.__dict__)
+        other.k_steps, other.lr, other.seed = k_steps, lr, seed
+        return other
+
+    def compress_file(self, src, dst, force=False, binarize=False, progress=None) -> dict:
+        """Compress a dataset file (any format ``bitsback.datasets.load`` reads) to ``dst``."""
+        from . import datasets
+
+        images = datasets.load(src)
+        if binarize:
+            images = datasets.binarize(images)
+        blob = self.compress(images, progress=progress)
+        write_atomic(dst, blob, force=force, inputs=(src,))
+        return {"n_images": int(len(images)), "bytes": len(blob)}
+
+    def decompress_file(self, src, dst, force=False, progress=None) -> dict:
+        """Decompress ``src`` and write the images to ``dst`` (.npy, .npz, .idx[.gz] or a folder)."""
+        from . import datasets
+
+        images = self.decompress(Path(src).read_bytes(), progress=progress)
+        if Path(dst).exists() and not force:
+            raise FileExistsError(f"{dst} exists; pass force=True (--force) to overwrite")
+        if _same_file(src, dst):
+            raise BitsbackError("output would overwrite the input")
+        datasets.save(dst, images)
+        return {"n_images": int(len(images))}
+
+
+def info(blob) -> dict:
+    """The header of a .bba file plus sizes, without decoding."""
+    header, payload = container.unpack(blob)
+    header = dict(header)
+    header["file_bytes"] = len(blob)
+    header["payload_bytes"] = len(payload)
+    dims = header["n"] * int(np.prod(header["shape"]))
+    header["bits_per_dim"] = 8 * len(blob) / dims
+    return header
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_atomic(dst, data: bytes, force: bool = False, inputs=()) -> None:
+    """Write ``data`` to ``dst`` via a temp file in the same folder and ``os.replace``.
+
+    A crash at any point leaves either no file or the complete file; an existing file is
+    kept unless ``force``; an input is never overwritten.
+    """
+    dst = Path(dst)
+    for src in inputs:
+        if _same_file(src, dst):
+            raise BitsbackError(f"output {dst} is the input file; refusing to overwrite it")
+    if dst.exists() and not force:
+        raise FileExistsError(f"{dst} exists; pass force=True (--force) to overwrite")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+

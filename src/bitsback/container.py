@@ -1,0 +1,153 @@
+"""The .bba container: a versioned header, the lanes' rANS messages, a checksum.
+
+Layout (all integers little-endian)::
+
+    0       8 bytes   magic b"BBANS\\x00" + u16 format version
+    8       u32       header length H (<= Limits.max_header_bytes)
+    12      H bytes   header, UTF-8 JSON (fields: see HEADER_FIELDS)
+    12+H    u64       payload length P (must equal what is left before the checksum)
+    20+H    P bytes   payload: the serialised messages of all lanes (bitsback._rans)
+    end-32  32 bytes  sha256 of every byte before it
+
+Every size is checked against the file and against :class:`Limits` before anything is
+allocated from it; any violation raises :class:`~bitsback.errors.FormatError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+from .errors import FormatError, LimitError
+
+MAGIC = b"BBANS\x00"
+VERSION = 1
+_PREFIX = struct.Struct("<6sHI")
+_U64 = struct.Struct("<Q")
+_DIGEST = 32
+
+# name -> (type, required). Unknown fields are ignored (forward compatibility within a version).
+HEADER_FIELDS = {
+    "model": (dict, True),          # {"name": str, "sha256": str}
+    "likelihood": (str, True),
+    "shape": (list, True),          # per-image shape, e.g. [28, 28]
+    "dtype": (str, True),
+    "levels": (int, True),          # symbol alphabet size per pixel
+    "n": (int, True),
+    "lanes": (int, True),
+    "precision": (dict, True),      # {"likelihood": int, "posterior": int, "latent_bits": int}
+    "latent": (int, True),
+    "k_steps": (int, True),
+    "lr": (float, True),
+    "seed": (int, True),
+    "runtime": (dict, True),
+    "data_sha256": (str, True),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on what a header may claim; raise them for unusually large datasets."""
+
+    max_header_bytes: int = 1 << 20
+    max_images: int = 1 << 28
+    max_lanes: int = 1 << 16
+    max_pixels_per_image: int = 1 << 24
+    max_latent: int = 1 << 16
+    max_k_steps: int = 10_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def pack(header: dict, payload: bytes) -> bytes:
+    """Serialise a header and payload into container bytes."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    body = b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(len(payload)), payload))
+    return body + hashlib.sha256(body).digest()
+
+
+def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryview]:
+    """Parse and check container bytes; return ``(header, payload)``.
+
+    Raises
+    ------
+    FormatError
+        Not a bitsback file, unknown version, truncated, checksum mismatch, or a header
+        that is malformed or claims sizes beyond ``limits``.
+    """
+    view = memoryview(blob)
+    if len(view) < _PREFIX.size or bytes(view[:6]) != MAGIC:
+        raise FormatError("not a bitsback file (bad magic)")
+    _, version, hlen = _PREFIX.unpack_from(view)
+    if version != VERSION:
+        raise FormatError(f"unsupported container version {version} (this build reads {VERSION})")
+    if hlen > limits.max_header_bytes:
+        raise LimitError(f"header claims {hlen} bytes, above the limit {limits.max_header_bytes}")
+    if len(view) < _PREFIX.size + hlen + _U64.size + _DIGEST:
+        raise FormatError("file is truncated (shorter than its header claims)")
+    body = view[: len(view) - _DIGEST]
+    if hashlib.sha256(body).digest() != bytes(view[len(view) - _DIGEST :]):
+        raise FormatError("checksum mismatch: the file is corrupt or truncated")
+    hstart = _PREFIX.size
+    try:
+        header = json.loads(bytes(view[hstart : hstart + hlen]).decode())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"header is not valid JSON: {e}") from None
+    (plen,) = _U64.unpack_from(view, hstart + hlen)
+    pstart = hstart + hlen + _U64.size
+    if plen != len(body) - pstart:
+        raise FormatError(f"payload length {plen} does not match the file ({len(body) - pstart} bytes)")
+    check_header(header, limits)
+    return header, body[pstart:]
+
+
+def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Validate field presence, types and ranges; raise FormatError / LimitError."""
+    if not isinstance(header, dict):
+        raise FormatError("header is not a JSON object")
+    for name, (typ, required) in HEADER_FIELDS.items():
+        if name not in header:
+            if required:
+                raise FormatError(f"header lacks field {name!r}")
+            continue
+        value = header[name]
+        ok = isinstance(value, (int, float)) if typ is float else isinstance(value, typ)
+        if typ is int and isinstance(value, bool):
+            ok = False
+        if not ok:
+            raise FormatError(f"header field {name!r} has type {type(value).__name__}, expected {typ.__name__}")
+    shape = header["shape"]
+    if not (1 <= len(shape) <= 4) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
+        raise FormatError(f"header shape {shape!r} is not a list of positive integers")
+    pixels = 1
+    for s in shape:
+        pixels *= s
+        if pixels > limits.max_pixels_per_image:
+            raise LimitError(f"image shape {shape} exceeds {limits.max_pixels_per_image} pixels")
+    _range("n", header["n"], 1, limits.max_images)
+    _range("lanes", header["lanes"], 1, limits.max_lanes)
+    if header["lanes"] > header["n"]:
+        raise FormatError("header claims more lanes than images")
+    _range("latent", header["latent"], 1, limits.max_latent)
+    _range("k_steps", header["k_steps"], 0, limits.max_k_steps)
+    _range("levels", header["levels"], 2, 1 << 16)
+    if header["dtype"] != "uint8":
+        raise FormatError(f"unsupported dtype {header['dtype']!r}")
+    prec = header["precision"]
+    for key, lo, hi in (("likelihood", 1, 31), ("posterior", 1, 31), ("latent_bits", 1, 20)):
+        v = prec.get(key)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise FormatError(f"header precision lacks integer {key!r}")
+        _range(f"precision.{key}", v, lo, hi)
+    model = header["model"]
+    if not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
+        raise FormatError("header model must have string 'name' and 'sha256'")
+
+
+def _range(name: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        exc = LimitError if value > hi else FormatError
+        raise exc(f"header field {name} = {value} outside [{lo}, {hi}]")

@@ -1,0 +1,92 @@
+"""onnxruntime sessions: provider choice, thread settings, IO binding on CUDA.
+
+The codec runs the VAE's encoder and decoder through :class:`Network`. Coding is only
+exact when encoder and decoder see bit-identical network outputs, so the runtime that made
+a file (provider, onnxruntime version) is recorded in its header; see ``describe``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import numpy as np
+import onnxruntime as ort
+
+# onnxruntime-gpu logs two CUDA-missing lines on a CPU-only machine; the fallback is
+# reported once by us instead.
+ort.set_default_logger_severity(3)
+
+DEVICES = ("auto", "cpu", "cuda")
+_announced: set[str] = set()
+_announce_lock = threading.Lock()
+
+
+def _announce(msg: str) -> None:
+    with _announce_lock:
+        if msg in _announced:
+            return
+        _announced.add(msg)
+    print(f"bitsback: {msg}", file=sys.stderr)
+
+
+def default_threads() -> int:
+    """Intra-op threads: BITSBACK_THREADS, else 1 (the coder, not the network, is the
+    bottleneck for the bundled MLPs, and one thread per process scales across workers)."""
+    env = os.environ.get("BITSBACK_THREADS")
+    return max(1, int(env)) if env else 1
+
+
+class Network:
+    """One ONNX graph in one onnxruntime session.
+
+    Calls are thread-safe (onnxruntime sessions allow concurrent ``run``).
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int | None = None):
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        got = self.session.get_providers()
+        self.cuda = got[0] == "CUDAExecutionProvider"
+        if device == "cuda" and not self.cuda:
+            _announce("CUDA was requested but its execution provider did not initialise; using CPU")
+        elif device == "auto":
+            _announce("onnxruntime on CUDA" if self.cuda else "onnxruntime on CPU (no usable CUDA provider)")
+        self.provider = got[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        if self.cuda:
+            binding = self.session.io_binding()
+            for k, v in feeds.items():
+                binding.bind_cpu_input(k, v)
+            for name in self.output_names:
+                binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(binding)
+            outs = binding.copy_outputs_to_cpu()
+        else:
+            outs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs))
+
+
+def describe(provider: str) -> dict:
+    """What is recorded in a container header about the runtime that made it."""
+    import platform
+
+    return {
+        "onnxruntime": ort.__version__,
+        "provider": provider,
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+    }
