@@ -27,7 +27,7 @@ test: build
 	$(BIN)/python -m pytest tests
 
 demo: build
-	$(BIN)/python -m bitsback.demo
+	$(BIN)/python -m bitsback.demo data/t10k-images-idx3-ubyte.gz
 
 bench: build
 	$(BIN)/python -m pytest bench --benchmark-only

@@ -1,0 +1,117 @@
+import hashlib
+import json
+import struct
+
+import pytest
+
+from bitsback import container
+from bitsback.errors import FormatError, LimitError
+
+
+def header(**over):
+    h = {
+        "model": {"name": "m", "sha256": "0" * 64},
+        "likelihood": "bernoulli",
+        "shape": [28, 28],
+        "dtype": "uint8",
+        "levels": 2,
+        "n": 10,
+        "lanes": 2,
+        "precision": {"likelihood": 24, "posterior": 24, "latent_bits": 12},
+        "latent": 32,
+        "k_steps": 0,
+        "lr": 0.005,
+        "seed": 0,
+        "runtime": {"onnxruntime": "x"},
+        "data_sha256": "1" * 64,
+    }
+    h.update(over)
+    return h
+
+
+def forge(h, payload=b"abc", raw_header=None):
+    """A container with a valid checksum around an arbitrary (possibly hostile) header."""
+    head = raw_header if raw_header is not None else json.dumps(h).encode()
+    body = struct.pack("<6sHI", container.MAGIC, container.VERSION, len(head)) + head + struct.pack("<Q", len(payload)) + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def test_round_trip():
+    blob = container.pack(header(), b"payload-bytes")
+    h, p = container.unpack(blob)
+    assert h == header() and bytes(p) == b"payload-bytes"
+
+
+def test_every_truncation_and_bit_flip_is_rejected():
+    blob = container.pack(header(), bytes(range(50)))
+    for cut in range(len(blob)):
+        with pytest.raises(FormatError):
+            container.unpack(blob[:cut])
+    for i in range(0, len(blob), 7):
+        bad = bytearray(blob)
+        bad[i] ^= 0x10
+        with pytest.raises(FormatError):
+            container.unpack(bytes(bad))
+
+
+def test_extension_is_rejected():
+    with pytest.raises(FormatError):
+        container.unpack(container.pack(header(), b"x") + b"\0")
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"n": 1 << 40},
+        {"lanes": 1 << 30, "n": 1 << 31},
+        {"shape": [1 << 20, 1 << 20]},
+        {"latent": 1 << 30},
+    ],
+)
+def test_hostile_sizes_raise_limit_error(over):
+    with pytest.raises(LimitError):
+        container.unpack(forge(header(**over)))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"n": 0},
+        {"n": "10"},
+        {"n": True},
+        {"shape": [28, -1]},
+        {"shape": []},
+        {"lanes": 11},
+        {"dtype": "float32"},
+        {"precision": {"likelihood": 24}},
+        {"precision": {"likelihood": 40, "posterior": 24, "latent_bits": 12}},
+        {"model": {"name": 3}},
+    ],
+)
+def test_malformed_fields(over):
+    with pytest.raises(FormatError):
+        container.unpack(forge(header(**over)))
+
+
+def test_missing_field_and_bad_json():
+    h = header()
+    del h["data_sha256"]
+    with pytest.raises(FormatError, match="data_sha256"):
+        container.unpack(forge(h))
+    with pytest.raises(FormatError, match="JSON"):
+        container.unpack(forge(None, raw_header=b"{not json"))
+    with pytest.raises(FormatError):
+        container.unpack(forge(None, raw_header=b"[1, 2]"))
+
+
+def test_header_length_limit_checked_before_reading():
+    blob = struct.pack("<6sHI", container.MAGIC, container.VERSION, 0xFFFFFFFF) + b"x" * 10
+    with pytest.raises(LimitError):
+        container.unpack(blob)
+
+
+def test_wrong_version():
+    blob = bytearray(container.pack(header(), b""))
+    blob[6] = 99
+    with pytest.raises(FormatError, match="version"):
+        container.unpack(bytes(blob))
