@@ -1,0 +1,80 @@
+"""rANS push/pop written inline in numba, with the C core owning the word stacks.
+
+A compiled family loop keeps the head arithmetic in numba (heads is the C array, shared)
+and calls C only to emit or take a 32-bit word, i.e. about once per 32 coded bits. The
+C hooks are linked by name (llvmlite.add_symbol), which keeps ``cache=True`` usable: the
+cached object code refers to the symbol, not to an address of this process.
+"""
+import llvmlite.binding as _llvm
+import numpy as np
+from numba import njit, types
+
+from .. import _rans
+from ..errors import BitsbackError
+
+for _name, _addr in _rans.c_symbols().items():
+    _llvm.add_symbol(_name, _addr)
+
+# void bb_emit(bb_msgs *m, size_t lane, uint32_t word); uint32_t bb_take(bb_msgs *m, size_t lane)
+_emit = types.ExternalFunction("bb_emit", types.void(types.uint64, types.intp, types.uint32))
+_take = types.ExternalFunction("bb_take", types.uint32(types.uint64, types.intp))
+
+RANS_L = np.uint64(1 << 31)
+_W = np.uint64(32)
+_LOW = np.uint64(0xFFFFFFFF)
+MAX_PRECISION = _rans.MAX_PRECISION
+
+
+@njit(inline="always")
+def push_sym(heads, addr, lane, start, freq, prec):
+    """Encode (start, freq) at precision prec (uint64 args) onto lane."""
+    x = heads[lane]
+    x_max = ((RANS_L >> prec) << _W) * freq
+    if x >= x_max:
+        _emit(addr, lane, np.uint32(x & _LOW))
+        x >>= _W
+    heads[lane] = ((x // freq) << prec) + (x % freq) + start
+
+
+@njit(inline="always")
+def peek(heads, lane, mask):
+    return heads[lane] & mask
+
+
+@njit(inline="always")
+def advance(heads, addr, lane, start, freq, prec, mask):
+    """Second half of a pop: remove (start, freq), whose interval holds the peeked cf."""
+    x = heads[lane]
+    x = freq * (x >> prec) + (x & mask) - start
+    if x < RANS_L:
+        x = (x << _W) | np.uint64(_take(addr, lane))
+    heads[lane] = x
+
+
+def lanes_of(msgs, n):
+    """(heads, address) of msgs after checking that n rows fit its lanes."""
+    if n > msgs.lanes:
+        raise ValueError(f"{n} rows but the message set has only {msgs.lanes} lanes")
+    return msgs.heads, np.uint64(msgs.address)
+
+
+def check_prec(prec, lo=1, hi=MAX_PRECISION):
+    prec = int(prec)
+    if not lo <= prec <= hi:
+        raise ValueError(f"precision must be in [{lo}, {hi}], got {prec}")
+    return prec
+
+
+def f32(a, ndim, name):
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    return a
+
+
+def done(msgs):
+    msgs.raise_if_error()
+
+
+class SymbolError(BitsbackError, ValueError):
+    """A symbol to push is outside its alphabet."""

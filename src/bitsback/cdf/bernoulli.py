@@ -1,0 +1,109 @@
+"""Bernoulli from logits: freq0 = clamp(floor(sigmoid(-logit) * 2^prec + 1/2), 1, 2^prec - 1).
+
+Symbol 0 has start 0 and frequency freq0; symbol 1 has start freq0.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from ._coder import advance, check_prec, done, f32, lanes_of, peek, push_sym
+
+
+@njit(cache=True, inline="always")
+def freq0(logit, prec):
+    """Quantised frequency of symbol 0 (uint64) for one float logit."""
+    l = np.float64(logit)
+    p0 = 0.5 if l != l else 1.0 / (1.0 + math.exp(min(l, 700.0)))   # NaN -> fair coin
+    one = np.float64(np.uint64(1) << prec)
+    f = math.floor(p0 * one + 0.5)
+    f = min(max(f, 1.0), one - 1.0)
+    return np.uint64(f)
+
+
+@njit(cache=True)
+def _push(heads, addr, logits, x, prec):
+    n, D = logits.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    for j in range(D - 1, -1, -1):
+        for i in range(n):
+            f0 = freq0(logits[i, j], p)
+            if x[i, j]:
+                push_sym(heads, addr, i, f0, one - f0, p)
+            else:
+                push_sym(heads, addr, i, np.uint64(0), f0, p)
+
+
+@njit(cache=True)
+def _pop(heads, addr, logits, prec, out):
+    n, D = logits.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    mask = one - np.uint64(1)
+    for j in range(D):
+        for i in range(n):
+            f0 = freq0(logits[i, j], p)
+            if peek(heads, i, mask) < f0:
+                out[i, j] = 0
+                advance(heads, addr, i, np.uint64(0), f0, p, mask)
+            else:
+                out[i, j] = 1
+                advance(heads, addr, i, f0, one - f0, p, mask)
+
+
+@njit(cache=True)
+def _starts_freqs(logits, x, prec):
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    s = np.empty(logits.shape, np.uint32)
+    f = np.empty(logits.shape, np.uint32)
+    fl, xl, sl, ff = logits.ravel(), x.ravel(), s.ravel(), f.ravel()
+    for k in range(fl.size):
+        f0 = freq0(fl[k], p)
+        sl[k] = f0 if xl[k] else 0
+        ff[k] = one - f0 if xl[k] else f0
+    return s, f
+
+
+def _bits(x):
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    if x.size and x.max() > 1:
+        raise ValueError("Bernoulli symbols must be 0 or 1")
+    return x
+
+
+def push(msgs, logits, x, prec):
+    """Push binary symbols x (uint8[n, D]) with logits (float32[n, D]) onto lanes 0..n-1."""
+    prec = check_prec(prec)
+    logits = f32(logits, 2, "logits")
+    x = _bits(x)
+    if x.shape != logits.shape:
+        raise ValueError("x and logits must have the same shape")
+    heads, addr = lanes_of(msgs, logits.shape[0])
+    _push(heads, addr, logits, x, prec)
+    done(msgs)
+
+
+def pop(msgs, logits, prec):
+    """Pop uint8[n, D] binary symbols (column 0 first) given float32[n, D] logits."""
+    prec = check_prec(prec)
+    logits = f32(logits, 2, "logits")
+    heads, addr = lanes_of(msgs, logits.shape[0])
+    out = np.empty(logits.shape, np.uint8)
+    _pop(heads, addr, logits, prec, out)
+    return out
+
+
+def starts_freqs(logits, x, prec):
+    """(starts, freqs) uint32 arrays of the quantised model for symbols x (any shape)."""
+    prec = check_prec(prec)
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    x = _bits(x)
+    return _starts_freqs(logits, x.reshape(logits.shape), prec)
+
+
+def code_length(logits, x, prec):
+    """Exact ideal code length in bits, sum of -log2 p under the quantised model."""
+    _, f = starts_freqs(logits, x, prec)
+    return float(int(prec) * f.size - np.log2(f.astype(np.float64)).sum())

@@ -1,0 +1,452 @@
+"""Discretised logistic over 256 levels (pixel units), mixtures, and channel-wise AR for RGB.
+
+Bin k in 0..255 covers [k - 1/2, k + 1/2]; bins 0 and 255 absorb the tails. With
+F the logistic CDF, M = 2^prec - 256 and edge k - 1/2 between bins k-1 and k::
+
+    start(0) = 0,  start(256) = 2^prec,
+    start(k) = floor(F(k - 1/2) * M) + k        for k = 1..255,
+
+so the starts rise strictly (every frequency >= 1) and end exactly at 2^prec. mean and
+log_scale are in pixel units; log_scale is clamped into [LOG_SCALE_MIN, LOG_SCALE_MAX];
+a NaN mean becomes 127.5, a NaN log_scale becomes LOG_SCALE_MAX, means are clamped to
++-1e6. Precision must be in [9, 31].
+
+Decoding guesses the bin from the logistic inverse of cf / 2^prec and then corrects it
+against the quantised starts by a galloping + binary search (at most ~16 evaluations).
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from ._coder import advance, check_prec, done, f32, lanes_of, peek, push_sym
+
+LOG_SCALE_MIN = -7.0
+LOG_SCALE_MAX = 7.0
+MEAN_ABS_MAX = 1e6
+MIN_PREC = 9
+
+
+@njit(cache=True, inline="always")
+def params(mean, log_scale):
+    """Sanitised (mean, 1/scale) as float64."""
+    m = np.float64(mean)
+    if m != m:
+        m = 127.5
+    m = min(max(m, -MEAN_ABS_MAX), MEAN_ABS_MAX)
+    ls = np.float64(log_scale)
+    if ls != ls:
+        ls = LOG_SCALE_MAX
+    ls = min(max(ls, LOG_SCALE_MIN), LOG_SCALE_MAX)
+    return m, math.exp(-ls)
+
+
+@njit(cache=True, inline="always")
+def cdf_at(edge, m, inv_s):
+    """Logistic CDF in float64; monotone in edge because exp is."""
+    return 1.0 / (1.0 + math.exp(min((m - edge) * inv_s, 700.0)))
+
+
+@njit(cache=True, inline="always")
+def start_of(k, m, inv_s, M, one):
+    """Quantised start of bin k (0..256) as uint64."""
+    if k <= 0:
+        return np.uint64(0)
+    if k >= 256:
+        return one
+    return np.uint64(math.floor(cdf_at(k - 0.5, m, inv_s) * M)) + np.uint64(k)
+
+
+@njit(cache=True, inline="always")
+def guess(cf, m, inv_s, one):
+    """Bin whose interval most likely holds cf (a guess only; always corrected)."""
+    u = (np.float64(cf) + 0.5) / np.float64(one)
+    z = m + math.log(u / (1.0 - u)) / inv_s
+    if not z > -0.5:        # also catches NaN
+        return 0
+    if z >= 255.5:
+        return 255
+    return int(z + 0.5)
+
+
+@njit(cache=True, inline="always")
+def search(cf, k, m, inv_s, M, one):
+    """(k, start, freq) with start(k) <= cf < start(k+1), starting from guess k."""
+    s = start_of(k, m, inv_s, M, one)
+    if s <= cf:
+        lo, s_lo = k, s
+        step = 1
+        while True:
+            nk = min(k + step, 256)
+            sn = start_of(nk, m, inv_s, M, one)
+            if sn > cf:
+                hi, s_hi = nk, sn
+                break
+            lo, s_lo = nk, sn
+            step *= 2
+    else:
+        hi, s_hi = k, s
+        step = 1
+        while True:
+            nk = max(k - step, 0)
+            sn = start_of(nk, m, inv_s, M, one)
+            if sn <= cf:
+                lo, s_lo = nk, sn
+                break
+            hi, s_hi = nk, sn
+            step *= 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        sm = start_of(mid, m, inv_s, M, one)
+        if sm <= cf:
+            lo, s_lo = mid, sm
+        else:
+            hi, s_hi = mid, sm
+    return lo, s_lo, s_hi - s_lo
+
+
+@njit(cache=True)
+def _push(heads, addr, mean, log_scale, x, prec):
+    n, D = mean.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    M = np.float64(one - np.uint64(256))
+    for j in range(D - 1, -1, -1):
+        for i in range(n):
+            m, inv_s = params(mean[i, j], log_scale[i, j])
+            k = np.int64(x[i, j])
+            lo = start_of(k, m, inv_s, M, one)
+            hi = start_of(k + 1, m, inv_s, M, one)
+            push_sym(heads, addr, i, lo, hi - lo, p)
+
+
+@njit(cache=True)
+def _pop(heads, addr, mean, log_scale, prec, out):
+    n, D = mean.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    mask = one - np.uint64(1)
+    M = np.float64(one - np.uint64(256))
+    for j in range(D):
+        for i in range(n):
+            m, inv_s = params(mean[i, j], log_scale[i, j])
+            cf = peek(heads, i, mask)
+            k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
+            out[i, j] = k
+            advance(heads, addr, i, s, f, p, mask)
+
+
+@njit(cache=True)
+def _cdf_table(mean, log_scale, prec):
+    one = np.uint64(1) << np.uint64(prec)
+    M = np.float64(one - np.uint64(256))
+    n = mean.size
+    out = np.empty((n, 257), np.uint32)
+    for i in range(n):
+        m, inv_s = params(mean[i], log_scale[i])
+        for k in range(257):
+            out[i, k] = start_of(k, m, inv_s, M, one)
+    return out
+
+
+# ---- channel-wise linear autoregression (RGB, PixelCNN++ style) ----------------------
+# Order within a lane: pixels in raster order (h, w), and at each pixel r, g, b.
+# mean_g += c[0] * x_r ; mean_b += c[1] * x_r + c[2] * x_g  (pixel units, x in 0..255).
+
+@njit(cache=True, inline="always")
+def ar_mean(mean, coef, xs, i, c, h, w):
+    mu = np.float64(mean[i, c, h, w])
+    if c == 1:
+        mu += np.float64(coef[i, 0, h, w]) * np.float64(xs[i, 0, h, w])
+    elif c == 2:
+        mu += (np.float64(coef[i, 1, h, w]) * np.float64(xs[i, 0, h, w])
+               + np.float64(coef[i, 2, h, w]) * np.float64(xs[i, 1, h, w]))
+    return mu
+
+
+@njit(cache=True)
+def _push_ar(heads, addr, mean, log_scale, coef, x, prec):
+    n, C, H, W = mean.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    M = np.float64(one - np.uint64(256))
+    for hw in range(H * W - 1, -1, -1):
+        h, w = hw // W, hw % W
+        for c in range(C - 1, -1, -1):
+            for i in range(n):
+                m, inv_s = params(ar_mean(mean, coef, x, i, c, h, w), log_scale[i, c, h, w])
+                k = np.int64(x[i, c, h, w])
+                lo = start_of(k, m, inv_s, M, one)
+                hi = start_of(k + 1, m, inv_s, M, one)
+                push_sym(heads, addr, i, lo, hi - lo, p)
+
+
+@njit(cache=True)
+def _pop_ar(heads, addr, mean, log_scale, coef, prec, out):
+    n, C, H, W = mean.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    mask = one - np.uint64(1)
+    M = np.float64(one - np.uint64(256))
+    for hw in range(H * W):
+        h, w = hw // W, hw % W
+        for c in range(C):
+            for i in range(n):
+                # the dependent mean uses channels of this pixel decoded just before
+                m, inv_s = params(ar_mean(mean, coef, out, i, c, h, w), log_scale[i, c, h, w])
+                cf = peek(heads, i, mask)
+                k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
+                out[i, c, h, w] = k
+                advance(heads, addr, i, s, f, p, mask)
+
+
+@njit(cache=True)
+def _ar_starts_freqs(mean, log_scale, coef, x, prec):
+    n, C, H, W = mean.shape
+    one = np.uint64(1) << np.uint64(prec)
+    M = np.float64(one - np.uint64(256))
+    s = np.empty(mean.shape, np.uint32)
+    f = np.empty(mean.shape, np.uint32)
+    for i in range(n):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    m, inv_s = params(ar_mean(mean, coef, x, i, c, h, w), log_scale[i, c, h, w])
+                    k = np.int64(x[i, c, h, w])
+                    lo = start_of(k, m, inv_s, M, one)
+                    s[i, c, h, w] = lo
+                    f[i, c, h, w] = start_of(k + 1, m, inv_s, M, one) - lo
+    return s, f
+
+
+# ---- mixtures of logistics --------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def mix_prepare(lw, mean, log_scale, i, j, scratch):
+    """Fill scratch[m] = (weight, mean, 1/scale) of component m (softmax of sanitised logits)."""
+    K = lw.shape[2]
+    top = -1e300
+    for c in range(K):
+        a = np.float64(lw[i, j, c])
+        if a != a:
+            a = 0.0
+        a = min(max(a, -100.0), 100.0)
+        scratch[c, 0] = a
+        top = max(top, a)
+    tot = 0.0
+    for c in range(K):
+        e = math.exp(scratch[c, 0] - top)
+        scratch[c, 0] = e
+        tot += e
+    for c in range(K):
+        scratch[c, 0] /= tot
+        m, inv_s = params(mean[i, j, c], log_scale[i, j, c])
+        scratch[c, 1] = m
+        scratch[c, 2] = inv_s
+
+
+@njit(cache=True, inline="always")
+def mix_start(k, scratch, M, one):
+    if k <= 0:
+        return np.uint64(0)
+    if k >= 256:
+        return one
+    F = 0.0
+    for c in range(scratch.shape[0]):
+        F += scratch[c, 0] * cdf_at(k - 0.5, scratch[c, 1], scratch[c, 2])
+    F = min(F, 1.0)   # softmax weights may sum to 1 + ulp
+    return np.uint64(math.floor(F * M)) + np.uint64(k)
+
+
+@njit(cache=True)
+def _push_mix(heads, addr, lw, mean, log_scale, x, prec):
+    n, D, K = mean.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    M = np.float64(one - np.uint64(256))
+    scratch = np.empty((K, 3))
+    for j in range(D - 1, -1, -1):
+        for i in range(n):
+            mix_prepare(lw, mean, log_scale, i, j, scratch)
+            k = np.int64(x[i, j])
+            lo = mix_start(k, scratch, M, one)
+            hi = mix_start(k + 1, scratch, M, one)
+            push_sym(heads, addr, i, lo, hi - lo, p)
+
+
+@njit(cache=True)
+def _pop_mix(heads, addr, lw, mean, log_scale, prec, out):
+    n, D, K = mean.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    mask = one - np.uint64(1)
+    M = np.float64(one - np.uint64(256))
+    scratch = np.empty((K, 3))
+    for j in range(D):
+        for i in range(n):
+            mix_prepare(lw, mean, log_scale, i, j, scratch)
+            cf = peek(heads, i, mask)
+            lo, hi = 0, 256                     # start(lo) <= cf < start(hi)
+            s_lo, s_hi = np.uint64(0), one
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                sm = mix_start(mid, scratch, M, one)
+                if sm <= cf:
+                    lo, s_lo = mid, sm
+                else:
+                    hi, s_hi = mid, sm
+            out[i, j] = lo
+            advance(heads, addr, i, s_lo, s_hi - s_lo, p, mask)
+
+
+@njit(cache=True)
+def _mix_starts_freqs(lw, mean, log_scale, x, prec):
+    n, D, K = mean.shape
+    one = np.uint64(1) << np.uint64(prec)
+    M = np.float64(one - np.uint64(256))
+    scratch = np.empty((K, 3))
+    s = np.empty((n, D), np.uint32)
+    f = np.empty((n, D), np.uint32)
+    for i in range(n):
+        for j in range(D):
+            mix_prepare(lw, mean, log_scale, i, j, scratch)
+            k = np.int64(x[i, j])
+            lo = mix_start(k, scratch, M, one)
+            s[i, j] = lo
+            f[i, j] = mix_start(k + 1, scratch, M, one) - lo
+    return s, f
+
+
+# ---- Python entry points ----------------------------------------------------------------
+
+def _u8(x, shape):
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    if x.shape != shape:
+        raise ValueError(f"x has shape {x.shape}, parameters have {shape}")
+    return x
+
+
+def _pair(mean, log_scale, ndim):
+    mean, log_scale = f32(mean, ndim, "mean"), f32(log_scale, ndim, "log_scale")
+    if mean.shape != log_scale.shape:
+        raise ValueError("mean and log_scale must have the same shape")
+    return mean, log_scale
+
+
+def push(msgs, mean, log_scale, x, prec):
+    """Push uint8[n, D] pixels under discretised logistics (float32[n, D] mean, log_scale)."""
+    prec = check_prec(prec, MIN_PREC)
+    mean, log_scale = _pair(mean, log_scale, 2)
+    x = _u8(x, mean.shape)
+    heads, addr = lanes_of(msgs, mean.shape[0])
+    _push(heads, addr, mean, log_scale, x, prec)
+    done(msgs)
+
+
+def pop(msgs, mean, log_scale, prec):
+    """Pop uint8[n, D] pixels (column 0 first)."""
+    prec = check_prec(prec, MIN_PREC)
+    mean, log_scale = _pair(mean, log_scale, 2)
+    heads, addr = lanes_of(msgs, mean.shape[0])
+    out = np.empty(mean.shape, np.uint8)
+    _pop(heads, addr, mean, log_scale, prec, out)
+    return out
+
+
+def cdf_table(mean, log_scale, prec):
+    """uint32[N, 257] quantised starts (last column 2^prec) for flattened parameters."""
+    prec = check_prec(prec, MIN_PREC)
+    mean = np.ascontiguousarray(mean, dtype=np.float32).ravel()
+    log_scale = np.ascontiguousarray(log_scale, dtype=np.float32).ravel()
+    return _cdf_table(mean, log_scale, prec)
+
+
+def starts_freqs(mean, log_scale, x, prec):
+    """(starts, freqs) uint32 of symbols x (any shape) under the quantised model."""
+    t = cdf_table(mean, log_scale, prec)
+    k = np.ascontiguousarray(x, dtype=np.uint8).ravel().astype(np.intp)
+    r = np.arange(k.size)
+    s = t[r, k]
+    return s.reshape(np.shape(x)), (t[r, k + 1] - s).reshape(np.shape(x))
+
+
+def _ar_args(mean, log_scale, coef):
+    mean, log_scale = _pair(mean, log_scale, 4)
+    coef = f32(coef, 4, "coef")
+    if mean.shape[1] != 3 or coef.shape != mean.shape:
+        raise ValueError("channel AR needs (n, 3, H, W) mean, log_scale and coef")
+    return mean, log_scale, coef
+
+
+def push_ar(msgs, mean, log_scale, coef, x, prec):
+    """Push uint8[n, 3, H, W] RGB images under channel-wise autoregressive logistics.
+
+    coef[:, 0] = c(g|r), coef[:, 1] = c(b|r), coef[:, 2] = c(b|g), pixel units:
+    mean_g += c(g|r) x_r ; mean_b += c(b|r) x_r + c(b|g) x_g. Order in a lane: raster
+    over (h, w), and r, g, b at each pixel.
+    """
+    prec = check_prec(prec, MIN_PREC)
+    mean, log_scale, coef = _ar_args(mean, log_scale, coef)
+    x = _u8(x, mean.shape)
+    heads, addr = lanes_of(msgs, mean.shape[0])
+    _push_ar(heads, addr, mean, log_scale, coef, x, prec)
+    done(msgs)
+
+
+def pop_ar(msgs, mean, log_scale, coef, prec):
+    """Pop uint8[n, 3, H, W]; dependent means are formed from the channels just decoded."""
+    prec = check_prec(prec, MIN_PREC)
+    mean, log_scale, coef = _ar_args(mean, log_scale, coef)
+    heads, addr = lanes_of(msgs, mean.shape[0])
+    out = np.zeros(mean.shape, np.uint8)
+    _pop_ar(heads, addr, mean, log_scale, coef, prec, out)
+    return out
+
+
+def ar_starts_freqs(mean, log_scale, coef, x, prec):
+    prec = check_prec(prec, MIN_PREC)
+    mean, log_scale, coef = _ar_args(mean, log_scale, coef)
+    return _ar_starts_freqs(mean, log_scale, coef, _u8(x, mean.shape), prec)
+
+
+def _mix_args(lw, mean, log_scale):
+    lw = f32(lw, 3, "logit_weights")
+    mean, log_scale = _pair(mean, log_scale, 3)
+    if lw.shape != mean.shape or mean.shape[2] < 1:
+        raise ValueError("logit_weights, mean, log_scale must all be (n, D, M), M >= 1")
+    return lw, mean, log_scale
+
+
+def push_mixture(msgs, logit_weights, mean, log_scale, x, prec):
+    """Push uint8[n, D] under mixtures of M discretised logistics ((n, D, M) parameters).
+
+    CDF = sum_m softmax(logit_weights)_m F_m, with the same edges and quantisation.
+    """
+    prec = check_prec(prec, MIN_PREC)
+    lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
+    x = _u8(x, mean.shape[:2])
+    heads, addr = lanes_of(msgs, mean.shape[0])
+    _push_mix(heads, addr, lw, mean, log_scale, x, prec)
+    done(msgs)
+
+
+def pop_mixture(msgs, logit_weights, mean, log_scale, prec):
+    """Pop uint8[n, D] under mixtures of logistics (binary search on the quantised CDF)."""
+    prec = check_prec(prec, MIN_PREC)
+    lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
+    heads, addr = lanes_of(msgs, mean.shape[0])
+    out = np.empty(mean.shape[:2], np.uint8)
+    _pop_mix(heads, addr, lw, mean, log_scale, prec, out)
+    return out
+
+
+def mixture_starts_freqs(logit_weights, mean, log_scale, x, prec):
+    prec = check_prec(prec, MIN_PREC)
+    lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
+    return _mix_starts_freqs(lw, mean, log_scale, _u8(x, mean.shape[:2]), prec)
+
+
+def code_length(starts_freqs_result, prec):
+    """Ideal bits, sum of -log2(freq / 2^prec), of a (starts, freqs) pair."""
+    f = np.asarray(starts_freqs_result[1], dtype=np.float64)
+    return float(int(prec) * f.size - np.log2(f).sum())
