@@ -1,0 +1,55 @@
+"""Torch VAEs, likelihoods and loading of shipped models (torch is imported here only).
+
+Public API
+----------
+build_vae(config) -> (encoder, decoder)
+load_torch(model_dir) -> (encoder, decoder, manifest)
+decoder_logprob / decoder_nll(likelihood, outputs, x) -> (B,) nats
+"""
+from __future__ import annotations
+
+from .likelihoods import (LOG_SCALE_MAX, LOG_SCALE_MIN, OUTPUT_NAMES, decoder_logprob,
+                          decoder_nll, sample)
+from .mlp import MLPDecoder, MLPEncoder
+from .resnet import ResNetDecoder, ResNetEncoder
+
+DEFAULT_CONFIG = {
+    "arch": "mlp",
+    "image_shape": [28, 28],
+    "levels": 2,
+    "likelihood": "bernoulli",
+    "latent": 32,
+    "hidden": [500, 500],
+    "mixture": 1,
+}
+
+
+def build_vae(config: dict):
+    """Build (encoder, decoder) from a config dict (see DEFAULT_CONFIG)."""
+    import numpy as np
+
+    cfg = {**DEFAULT_CONFIG, **config}
+    dim = int(np.prod(cfg["image_shape"]))
+    if cfg["arch"] == "mlp":
+        enc = MLPEncoder(dim, cfg["latent"], cfg["hidden"], cfg["levels"])
+        dec = MLPDecoder(dim, cfg["latent"], cfg["hidden"], cfg["likelihood"], cfg["mixture"])
+    elif cfg["arch"] == "resnet":
+        enc = ResNetEncoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])
+        dec = ResNetDecoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])
+    else:
+        raise ValueError(f"unknown arch {cfg['arch']!r}")
+    return enc, dec
+
+
+def load_torch(model_dir):
+    """Rebuild torch (encoder, decoder, manifest) from a shipped model directory."""
+    from .io import load_torch as _lt
+
+    return _lt(model_dir)
+
+
+__all__ = [
+    "build_vae", "load_torch", "decoder_logprob", "decoder_nll", "sample", "OUTPUT_NAMES",
+    "LOG_SCALE_MIN", "LOG_SCALE_MAX", "MLPEncoder", "MLPDecoder", "ResNetEncoder", "ResNetDecoder",
+    "DEFAULT_CONFIG",
+]

@@ -1,0 +1,79 @@
+"""The paper's MLP VAE for 28x28 images (784 -> 500 -> 500 [-> 500] -> latent)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .likelihoods import LOG_SCALE_MAX, LOG_SCALE_MIN
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x (B, D) raw symbols -> (mu, sigma), each (B, Z); sigma = softplus(.) + 1e-5 > 0.
+
+    Inputs are divided by ``levels - 1`` inside the graph, so callers pass 0/1 or 0..255.
+    """
+
+    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500, 500), levels: int = 2):
+        super().__init__()
+        self.scale = 1.0 / float(levels - 1)
+        self.body = _mlp([dim, *hidden])
+        self.head = nn.Linear(hidden[-1], 2 * latent)
+        self.latent = latent
+
+    def forward(self, x: torch.Tensor):
+        h = self.body(x * self.scale)
+        mu, s = self.head(h).chunk(2, dim=-1)
+        return mu, F.softplus(s) + 1e-5
+
+
+class MLPDecoder(nn.Module):
+    """z (B, Z) -> likelihood parameters (see ``likelihoods.OUTPUT_NAMES``).
+
+    logistic(_mixture) outputs are in pixel units: mean = 127.5 + 127.5 * out, and
+    log_scale = clamp(out + log(127.5)) -- the clamp lives in the graph so the coder and the
+    training loss see the same numbers.
+    """
+
+    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500, 500),
+                 likelihood: str = "bernoulli", mixture: int = 1):
+        super().__init__()
+        self.likelihood = likelihood
+        self.dim = dim
+        self.mixture = mixture
+        self.body = _mlp([latent, *hidden])
+        if likelihood == "bernoulli":
+            nout = 1
+        elif likelihood == "logistic":
+            nout = 2
+        elif likelihood == "logistic_mixture":
+            nout = 3 * mixture
+        else:
+            raise ValueError(f"MLPDecoder does not support likelihood {likelihood!r}")
+        self.head = nn.Linear(hidden[-1], nout * dim)
+        if likelihood != "bernoulli":
+            with torch.no_grad():  # start with moderate scales
+                self.head.bias.zero_()
+
+    def forward(self, z: torch.Tensor):
+        out = self.head(self.body(z))
+        B = z.shape[0]
+        if self.likelihood == "bernoulli":
+            return out
+        ls_off = math.log(127.5) - 2.0
+        if self.likelihood == "logistic":
+            m, ls = out.view(B, 2, self.dim).unbind(1)
+            return 127.5 + 127.5 * m, torch.clamp(ls + ls_off, LOG_SCALE_MIN, LOG_SCALE_MAX)
+        M = self.mixture
+        w, m, ls = out.view(B, 3, self.dim, M).unbind(1)
+        return w, 127.5 + 127.5 * m, torch.clamp(ls + ls_off, LOG_SCALE_MIN, LOG_SCALE_MAX)

@@ -1,0 +1,465 @@
+"""Training and evaluation of the VAEs (torch; never imported by the K = 0 coding path).
+
+Subcommands (``bitsback train <cmd>`` or ``python -m bitsback.train <cmd>``):
+
+vae      amortized ELBO training of encoder and decoder (early stopping on a held-out
+         split of the training images; never on test).
+encoder  encoder-only objectives on a frozen decoder: ``rha`` (reverse half-asleep, Eq. 21-22),
+         ``rs`` (reverse sleep, alpha = 1), ``sleep`` (forward KL, Eq. 17), ``denoise``
+         (Eq. 23) and ``elbo`` (alpha = 0, the standard objective, as a control).
+eval     test -ELBO bits/dim, importance-weighted -log p(x) (k samples), and "optimal
+         inference" bits/dim (per-image posterior optimisation, Eq. 13, bounded steps).
+
+Bits/dim = nats / (D ln 2). Checkpoints: <out>/last.pt (resume) and <out>/best.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import datasets
+from .models import build_vae, decoder_logprob, sample
+from .models.likelihoods import LN2
+
+# ----------------------------------------------------------------------------- data
+
+PREPROCESS = {"binarize": lambda x: datasets.binarize(x), "none": lambda x: x,
+              "stochastic": lambda x: datasets.binarize_stochastic(x, 0)}
+
+
+def load_images(path, preprocess: str = "none", limit: int | None = None) -> torch.Tensor:
+    """Load a dataset file as float32 (N, D) raw symbol values."""
+    x = datasets.load(path)
+    if limit:
+        x = x[:limit]
+    x = PREPROCESS[preprocess](x)
+    return torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1)).astype(np.float32))
+
+
+def split_train_val(x: torch.Tensor, n_val: int, seed: int = 0):
+    """Deterministic held-out split of the *training* set (for early stopping)."""
+    if n_val <= 0:
+        return x, x[:0]
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    return x[perm[n_val:]], x[perm[:n_val]]
+
+
+def default_mnist(name: str) -> str:
+    root = os.environ.get("BITSBACK_MNIST")
+    if not root:
+        raise SystemExit("give the dataset path (or set BITSBACK_MNIST to the MNIST folder)")
+    return str(Path(root) / name)
+
+
+# ----------------------------------------------------------------------------- objectives
+
+def gaussian_logprob(z, mu, sigma):
+    return (-0.5 * ((z - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def std_normal_logprob(z):
+    return (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def kl_std_normal(mu, sigma):
+    return 0.5 * (mu ** 2 + sigma ** 2 - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+
+
+def neg_elbo(enc, dec, x, likelihood: str, levels: int, n_samples: int = 1, x_enc=None):
+    """Per-image -ELBO in nats, (B,). Analytic KL; reparameterised reconstruction term.
+
+    ``x_enc`` (optional) is what the encoder sees (the denoising objective feeds x + eps)
+    while the likelihood is always evaluated on ``x``.
+    """
+    mu, sigma = enc(x if x_enc is None else x_enc)
+    rec = 0.0
+    for _ in range(n_samples):
+        z = mu + sigma * torch.randn_like(mu)
+        rec = rec + decoder_logprob(likelihood, dec(z), x, levels)
+    return kl_std_normal(mu, sigma) - rec / n_samples
+
+
+@torch.no_grad()
+def model_samples(enc, dec, n, latent, likelihood, levels, device, source="prior", x_train=None):
+    """x' ~ p(x|z'), z' ~ p(z) (``prior``) or z' ~ q(z|x), x ~ training data (``posterior``)."""
+    if source == "prior":
+        z = torch.randn(n, latent, device=device)
+    else:
+        idx = torch.randint(0, len(x_train), (n,))
+        mu, sigma = enc(x_train[idx].to(device))
+        z = mu + sigma * torch.randn_like(mu)
+    return sample(likelihood, dec(z), levels)
+
+
+def encoder_loss(objective, enc, dec, x, cfg, alpha=0.5, sigma_noise=0.2, source="prior", x_train=None):
+    """Loss (mean nats per image) of an encoder-only objective on a frozen decoder."""
+    lik, levels, latent = cfg["likelihood"], cfg["levels"], cfg["latent"]
+    B = x.shape[0]
+    if objective in ("rha", "rs", "elbo"):
+        a = {"rha": alpha, "rs": 1.0, "elbo": 0.0}[objective]
+        loss = 0.0
+        if a < 1.0:
+            loss = loss + (1.0 - a) * neg_elbo(enc, dec, x, lik, levels).mean()
+        if a > 0.0:
+            xs = model_samples(enc, dec, B, latent, lik, levels, x.device, source, x_train)
+            loss = loss + a * neg_elbo(enc, dec, xs, lik, levels).mean()
+        return loss
+    if objective == "sleep":  # Eq. 17: max E_{p(x,z)} log q(z|x)
+        with torch.no_grad():
+            z = torch.randn(B, latent, device=x.device)
+            xs = sample(lik, dec(z), levels)
+        mu, s = enc(xs)
+        return -gaussian_logprob(z, mu, s).mean()
+    if objective == "denoise":  # Eq. 23; noise sigma in units of the full pixel range
+        noise = torch.randn_like(x) * sigma_noise * (levels - 1)
+        return (alpha * neg_elbo(enc, dec, x, lik, levels, x_enc=x + noise).mean()
+                + (1 - alpha) * neg_elbo(enc, dec, x, lik, levels).mean())
+    raise ValueError(f"unknown objective {objective!r}")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def eval_neg_elbo(enc, dec, x, cfg, batch=1000, n_samples=1, device="cpu", seed=0):
+    """Per-image -ELBO in nats (numpy, (N,)). Seeds a forked RNG: the training stream is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _eval_neg_elbo(enc, dec, x, cfg, batch, n_samples, device)
+
+
+@torch.no_grad()
+def _eval_neg_elbo(enc, dec, x, cfg, batch, n_samples, device):
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device)
+        out.append(neg_elbo(enc, dec, xb, cfg["likelihood"], cfg["levels"], n_samples).cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def eval_iwae(enc, dec, x, cfg, k=1000, batch=100, chunk=250, device="cpu", seed=0, progress=True):
+    """Importance-weighted estimate of -log p(x) per image (nats), k samples from q(z|x)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    lik, levels = cfg["likelihood"], cfg["levels"]
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc="iwae", file=sys.stderr, disable=not progress, mininterval=10):
+        xb = x[i:i + batch].to(device)
+        mu, sigma = enc(xb)
+        logw = []
+        for j in range(0, k, chunk):
+            c = min(chunk, k - j)
+            z = mu.unsqueeze(0) + sigma.unsqueeze(0) * torch.randn(c, *mu.shape, device=device)
+            zf = z.reshape(-1, mu.shape[1])
+            xr = xb.unsqueeze(0).expand(c, *xb.shape).reshape(-1, xb.shape[1])
+            lw = (decoder_logprob(lik, dec(zf), xr, levels) + std_normal_logprob(zf)
+                  - gaussian_logprob(zf, mu.repeat(c, 1), sigma.repeat(c, 1)))
+            logw.append(lw.view(c, -1))
+        logw = torch.cat(logw, 0)
+        out.append(-(torch.logsumexp(logw, 0) - math.log(k)).cpu())
+    return torch.cat(out).numpy()
+
+
+def eval_optimal(enc, dec, x, cfg, steps=300, lr=1e-2, batch=1000, n_eval_samples=10, device="cpu",
+                 seed=0, progress=True):
+    """Per-image posterior optimisation (Eq. 13): Adam on (mu, log sigma) of each test image,
+    initialised from the encoder, ``steps`` steps on the single-sample -ELBO; returns the
+    per-image -ELBO (nats) of the optimised posteriors (``n_eval_samples`` samples)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    lik, levels = cfg["likelihood"], cfg["levels"]
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc="optimal", file=sys.stderr, disable=not progress, mininterval=10):
+        xb = x[i:i + batch].to(device)
+        with torch.no_grad():
+            mu0, s0 = enc(xb)
+        mu = mu0.clone().requires_grad_(True)
+        rho = torch.log(s0).clone().requires_grad_(True)
+        opt = torch.optim.Adam([mu, rho], lr=lr)
+        for _ in range(steps):
+            s = torch.exp(rho)
+            z = mu + s * torch.randn_like(mu)
+            loss = (kl_std_normal(mu, s) - decoder_logprob(lik, dec(z), xb, levels)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            s = torch.exp(rho)
+            rec = 0.0
+            for _ in range(n_eval_samples):
+                z = mu + s * torch.randn_like(mu)
+                rec = rec + decoder_logprob(lik, dec(z), xb, levels)
+            out.append((kl_std_normal(mu, s) - rec / n_eval_samples).cpu())
+    return torch.cat(out).numpy()
+
+
+def bpd(nats: np.ndarray, dim: int) -> float:
+    return float(np.mean(nats) / (dim * LN2))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_ckpt(path, **state):
+    tmp = str(path) + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_ckpt(path, device="cpu"):
+    """Load a checkpoint -> (encoder, decoder, ckpt dict)."""
+    import __main__
+
+    for fn in ("cmd_vae", "cmd_encoder", "cmd_eval"):  # early checkpoints pickled argparse's func
+        if not hasattr(__main__, fn):
+            setattr(__main__, fn, globals()[fn])
+    ck = torch.load(path, map_location=device, weights_only=False)
+    enc, dec = build_vae(ck["config"])
+    enc.load_state_dict(ck["encoder"])
+    dec.load_state_dict(ck["decoder"])
+    return enc.to(device), dec.to(device), ck
+
+
+def _args_dict(args):
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _log(out_dir: Path, rec: dict):
+    line = json.dumps(rec)
+    print(line, flush=True)
+    with open(out_dir / "log.jsonl", "a") as f:
+        f.write(line + "\n")
+
+
+# ----------------------------------------------------------------------------- loops
+
+def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
+    """Shared epoch loop: Adam, time/epoch budget, val-based best.pt, last.pt for resume."""
+    from tqdm import tqdm
+
+    opt = torch.optim.Adam(params, lr=args.lr)
+    start_epoch, best, history = 0, float("inf"), []
+    last = out / "last.pt"
+    if args.resume and last.exists():
+        ck = torch.load(last, map_location=args.device, weights_only=False)
+        enc.load_state_dict(ck["encoder"])
+        dec.load_state_dict(ck["decoder"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, best, history = ck["epoch"], ck["best_val_bpd"], ck.get("history", [])
+        torch.set_rng_state(ck["rng"])
+        print(f"resumed from {last} at epoch {start_epoch}", file=sys.stderr)
+    t0 = time.time()
+    x_train = extra_state["x_train"]
+    n = len(x_train)
+    bad = 0
+    for epoch in range(start_epoch, args.epochs):
+        enc.train(); dec.train()
+        perm = torch.randperm(n)
+        tot, cnt = 0.0, 0
+        for i in tqdm(range(0, n, args.batch), desc=f"epoch {epoch + 1}", file=sys.stderr,
+                      mininterval=30, disable=not args.progress):
+            xb = x_train[perm[i:i + args.batch]].to(args.device)
+            loss = step_fn(xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(xb); cnt += len(xb)
+        enc.eval(); dec.eval()
+        val = val_fn()
+        rec = {"epoch": epoch + 1, "train_loss_bpd": tot / cnt / (cfg["dim"] * LN2), "val_bpd": val,
+               "minutes": round((time.time() - t0) / 60, 2)}
+        history.append(rec)
+        _log(out, rec)
+        state = dict(config=cfg["model"], encoder=enc.state_dict(), decoder=dec.state_dict(),
+                     meta=extra_state["meta"], epoch=epoch + 1, val_bpd=val, history=history)
+        if val < best:
+            best, bad = val, 0
+            save_ckpt(out / "best.pt", **state, best_val_bpd=best)
+        else:
+            bad += 1
+        save_ckpt(last, **state, optimizer=opt.state_dict(), best_val_bpd=best, rng=torch.get_rng_state())
+        if args.patience and bad >= args.patience:
+            print(f"early stop: no val improvement for {bad} epochs", file=sys.stderr)
+            break
+        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+            print("time budget reached", file=sys.stderr)
+            break
+    return best
+
+
+def cmd_vae(args):
+    torch.manual_seed(args.seed)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    model_cfg = dict(arch="mlp", image_shape=None, levels=args.levels, likelihood=args.likelihood,
+                     latent=args.latent, hidden=[args.hidden] * args.depth, mixture=args.mixture)
+    x = load_images(args.data, args.preprocess)
+    raw = datasets.load(args.data)
+    model_cfg["image_shape"] = list(raw.shape[1:])
+    x_train, x_val = split_train_val(x, args.n_val, seed=0)
+    enc, dec = build_vae(model_cfg)
+    enc.to(args.device); dec.to(args.device)
+    dim = x.shape[1]
+    cfg = {"model": model_cfg, "dim": dim, **model_cfg}
+
+    def step(xb):
+        return neg_elbo(enc, dec, xb, args.likelihood, args.levels).mean()
+
+    def val():
+        if len(x_val) == 0:
+            return float("nan")
+        return bpd(eval_neg_elbo(enc, dec, x_val, cfg, device=args.device), dim)
+
+    meta = {"stage": "vae", "argv": sys.argv, "args": _args_dict(args), "preprocess": args.preprocess}
+    best = _epochs(args, out, enc, dec, list(enc.parameters()) + list(dec.parameters()), step, val, cfg,
+                   {"x_train": x_train, "meta": meta})
+    print(json.dumps({"best_val_bpd": best, "checkpoint": str(out / "best.pt")}))
+
+
+def cmd_encoder(args):
+    torch.manual_seed(args.seed)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    enc, dec, ck = load_ckpt(args.init, args.device)
+    model_cfg = ck["config"]
+    pre = ck["meta"].get("preprocess", "none")
+    x = load_images(args.data, pre)
+    x_train, x_val = split_train_val(x, args.n_val, seed=0)
+    dim = x.shape[1]
+    cfg = {"model": model_cfg, "dim": dim, **model_cfg}
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    dec.eval()
+
+    def step(xb):
+        return encoder_loss(args.objective, enc, dec, xb, cfg, args.alpha, args.sigma, args.samples, x_train)
+
+    def val():
+        return bpd(eval_neg_elbo(enc, dec, x_val, cfg, device=args.device), dim)
+
+    meta = {**ck["meta"], "stage": "encoder", "objective": args.objective, "alpha": args.alpha,
+            "init": str(args.init), "argv2": sys.argv, "encoder_args": _args_dict(args), "preprocess": pre}
+    best = _epochs(args, out, enc, dec, list(enc.parameters()), step, val, cfg,
+                   {"x_train": x_train, "meta": meta})
+    print(json.dumps({"best_val_bpd": best, "checkpoint": str(out / "best.pt")}))
+
+
+def evaluate(enc, dec, model_cfg, x, iwae_k=1000, optimal_steps=300, n_samples=1, device="cpu",
+             what=("elbo", "iwae", "optimal"), seed=0):
+    """Dict of bits/dim metrics on images ``x`` (float (N, D))."""
+    dim = x.shape[1]
+    cfg = {"model": model_cfg, "dim": dim, **model_cfg}
+    enc.eval(); dec.eval()
+    res = {"n_images": int(len(x))}
+    if "elbo" in what:
+        res["neg_elbo_bpd"] = bpd(eval_neg_elbo(enc, dec, x, cfg, n_samples=n_samples, device=device, seed=seed), dim)
+    if "iwae" in what and iwae_k:
+        res["iwae_bpd"] = bpd(eval_iwae(enc, dec, x, cfg, k=iwae_k, device=device, seed=seed), dim)
+        res["iwae_k"] = iwae_k
+    if "optimal" in what and optimal_steps:
+        res["optimal_bpd"] = bpd(eval_optimal(enc, dec, x, cfg, steps=optimal_steps, device=device, seed=seed), dim)
+        res["optimal_steps"] = optimal_steps
+    return res
+
+
+def cmd_eval(args):
+    torch.manual_seed(args.seed)
+    if Path(args.model).is_dir():
+        from .models import load_torch
+        enc, dec, man = load_torch(args.model)
+        model_cfg = man["config"]
+        pre = man["preprocess"]
+    else:
+        enc, dec, ck = load_ckpt(args.model, args.device)
+        model_cfg = ck["config"]
+        pre = ck["meta"].get("preprocess", "none")
+    enc.to(args.device); dec.to(args.device)
+    x = load_images(args.data, pre, args.limit)
+    what = tuple(args.what.split(","))
+    res = evaluate(enc, dec, model_cfg, x, args.iwae_k, args.optimal_steps, args.samples, args.device, what, args.seed)
+    res["model"] = str(args.model)
+    res["data"] = str(args.data)
+    print(json.dumps(res))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=2))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _common(p):
+    p.add_argument("--data", default=None, help="training images (IDX[.gz], npy, ...); default $BITSBACK_MNIST/train-images-idx3-ubyte.gz")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-val", type=int, default=5000, help="held-out training images for early stopping")
+    p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without val improvement (0: never)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: no limit)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="bitsback train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("vae", help="ELBO training of encoder + decoder")
+    _common(p)
+    p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "logistic", "logistic_mixture"])
+    p.add_argument("--preprocess", default="binarize", choices=sorted(PREPROCESS))
+    p.add_argument("--levels", type=int, default=2)
+    p.add_argument("--latent", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--mixture", type=int, default=1)
+    p.set_defaults(func=cmd_vae)
+    p = sub.add_parser("encoder", help="encoder-only objective on a frozen decoder")
+    _common(p)
+    p.add_argument("--init", required=True, help="checkpoint (best.pt) of the trained VAE")
+    p.add_argument("--objective", default="rha", choices=["rha", "rs", "sleep", "denoise", "elbo"])
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--sigma", type=float, default=0.2, help="denoising noise std (fraction of pixel range)")
+    p.add_argument("--samples", default="prior", choices=["prior", "posterior"],
+                   help="model samples from z ~ p(z) or z ~ q(z|x_train) (paper's CIFAR variant)")
+    p.set_defaults(func=cmd_encoder)
+    p = sub.add_parser("eval", help="test metrics of a checkpoint or exported model folder")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default=None, help="default $BITSBACK_MNIST/t10k-images-idx3-ubyte.gz")
+    p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    p.add_argument("--what", default="elbo,iwae,optimal")
+    p.add_argument("--iwae-k", type=int, default=1000)
+    p.add_argument("--optimal-steps", type=int, default=300)
+    p.add_argument("--samples", type=int, default=1, help="z samples per image for -ELBO")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json-out", default=None)
+    p.set_defaults(func=cmd_eval)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data is None:
+        args.data = default_mnist("t10k-images-idx3-ubyte.gz" if args.cmd == "eval" else "train-images-idx3-ubyte.gz")
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

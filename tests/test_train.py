@@ -1,0 +1,115 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bitsback import datasets, train  # noqa: E402
+from bitsback.models import build_vae  # noqa: E402
+
+FIX = Path(__file__).parent / "fixtures" / "mnist-t10k-first64-idx3-ubyte.gz"
+CFGS = {
+    "bernoulli": dict(likelihood="bernoulli", levels=2, hidden=[32, 32], latent=4),
+    "logistic_mixture": dict(likelihood="logistic_mixture", levels=256, hidden=[32, 32], latent=4, mixture=2),
+}
+
+
+def _data(levels, n=8):
+    x = datasets.load(FIX)[:n].reshape(n, -1)
+    if levels == 2:
+        x = datasets.binarize(x)
+    return torch.from_numpy(x.astype(np.float32))
+
+
+@pytest.mark.parametrize("lik", list(CFGS))
+@pytest.mark.parametrize("objective", ["rha", "rs", "sleep", "denoise", "elbo"])
+@pytest.mark.parametrize("samples", ["prior", "posterior"])
+def test_encoder_objective_loss_and_grad(lik, objective, samples):
+    torch.manual_seed(0)
+    cfg = CFGS[lik]
+    enc, dec = build_vae(cfg)
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    x = _data(cfg["levels"])
+    loss = train.encoder_loss(objective, enc, dec, x, cfg, alpha=0.5, sigma_noise=0.2, source=samples, x_train=x)
+    assert loss.shape == () and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in enc.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in dec.parameters())  # decoder frozen
+
+
+def test_rha_interpolates_elbo_and_reverse_sleep():
+    torch.manual_seed(0)
+    cfg = CFGS["bernoulli"]
+    enc, dec = build_vae(cfg)
+    x = _data(2)
+
+    def at(obj, alpha=0.5):
+        torch.manual_seed(1)
+        return float(train.encoder_loss(obj, enc, dec, x, cfg, alpha=alpha).detach())
+
+    assert at("rha", 0.0) == pytest.approx(at("elbo"))
+    assert at("rha", 1.0) == pytest.approx(at("rs"))
+
+
+def test_neg_elbo_grad_and_bpd():
+    torch.manual_seed(0)
+    cfg = CFGS["bernoulli"]
+    enc, dec = build_vae(cfg)
+    x = _data(2)
+    ne = train.neg_elbo(enc, dec, x, "bernoulli", 2)
+    assert ne.shape == (8,) and bool((ne > 0).all())
+    ne.mean().backward()
+    assert enc.head.weight.grad is not None and dec.head.weight.grad is not None
+    assert train.bpd(np.array([784 * np.log(2)]), 784) == pytest.approx(1.0)
+
+
+def test_iwae_and_optimal_bound_elbo():
+    torch.manual_seed(0)
+    cfg = {**CFGS["bernoulli"], "image_shape": [28, 28]}
+    enc, dec = build_vae(cfg)
+    x = _data(2)
+    elbo = train.eval_neg_elbo(enc, dec, x, cfg, n_samples=50)
+    iw = train.eval_iwae(enc, dec, x, cfg, k=64, chunk=16, progress=False)
+    opt = train.eval_optimal(enc, dec, x, cfg, steps=30, lr=5e-2, n_eval_samples=50, progress=False)
+    assert iw.shape == (8,) and opt.shape == (8,)
+    assert iw.mean() <= elbo.mean() + 1e-3  # IWAE is a tighter bound
+    assert opt.mean() < elbo.mean()  # per-image optimisation improves the ELBO
+
+
+def test_eval_does_not_reset_training_rng():
+    cfg = CFGS["bernoulli"]
+    enc, dec = build_vae(cfg)
+    x = _data(2)
+    torch.manual_seed(5)
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    train.eval_neg_elbo(enc, dec, x, cfg)
+    b = torch.rand(3)
+    torch.testing.assert_close(a, b)
+    c = torch.rand(3)
+    assert not torch.equal(b, c)
+
+
+def test_cli_vae_resume_encoder_eval(tmp_path, capsys):
+    common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
+    out = tmp_path / "vae"
+    assert train.main(["vae", "--out", str(out), "--epochs", "1", "--latent", "4", "--hidden", "32",
+                       "--resume", *common]) == 0
+    assert (out / "best.pt").exists() and (out / "last.pt").exists()
+    assert train.main(["vae", "--out", str(out), "--epochs", "2", "--latent", "4", "--hidden", "32",
+                       "--resume", *common]) == 0
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]  # resumed, not restarted
+    enc_out = tmp_path / "rha"
+    assert train.main(["encoder", "--init", str(out / "best.pt"), "--out", str(enc_out), "--epochs", "1",
+                       "--objective", "rha", *common]) == 0
+    capsys.readouterr()
+    assert train.main(["eval", "--model", str(enc_out / "best.pt"), "--data", str(FIX), "--limit", "8",
+                       "--iwae-k", "8", "--optimal-steps", "2", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n_images"] == 8 and res["iwae_bpd"] > 0 and res["optimal_bpd"] > 0 and res["neg_elbo_bpd"] > 0
