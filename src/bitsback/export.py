@@ -1,0 +1,267 @@
+"""torch -> ONNX export of VAEs plus manifest.json ("bring your own VAE").
+
+The ONNX interface the codec relies on
+--------------------------------------
+encoder.onnx
+    input  ``x``  float32 (B, D): raw symbol values (0/1 binary, 0..255 grey); any scaling
+    happens inside the graph.
+    output ``mu`` float32 (B, Z), ``sigma`` float32 (B, Z) with sigma > 0 (softplus in-graph).
+decoder.onnx
+    input  ``z``  float32 (B, Z).
+    outputs by likelihood:
+      bernoulli         ``logits`` (B, D); P(x=1) = sigmoid(logit)
+      logistic          ``mean``, ``log_scale`` (B, D), pixel units, 256-level discretised
+                        logistic, bin k = [k-0.5, k+0.5], bins 0 / 255 absorb the tails,
+                        log_scale clamped to [-7, 7]
+      logistic_mixture  ``logit_weights``, ``mean``, ``log_scale`` each (B, D, M)
+      logistic_ar       ``mean``, ``log_scale`` (B, C*H*W) and ``coeffs`` (B, 3, H*W)
+The batch axis is dynamic. ``manifest.json`` records the rest (see :func:`write_manifest`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models.likelihoods import OUTPUT_NAMES
+
+MANIFEST_VERSION = 1
+OPSET = 17
+
+# What the coder should use unless it knows better (see docs/MODELS.md).
+RECOMMENDED_PRECISIONS = {
+    "bernoulli": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
+    "logistic": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
+    "logistic_mixture": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
+    "logistic_ar": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
+}
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def _atomic_bytes(path: Path, data: bytes):
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def _weights_to_fp16(model_proto, min_elems: int = 1024):
+    """Store big float initializers as float16 and Cast them back to float32 in-graph.
+
+    Halves the file size; the network still computes in float32 on the rounded weights,
+    and :func:`bitsback.models.load_torch` rebuilds exactly those rounded weights.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model_proto.graph
+    new_inits, casts = [], []
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= min_elems:
+            half = numpy_helper.from_array(arr.astype(np.float16), init.name + "__fp16")
+            new_inits.append(half)
+            casts.append(helper.make_node("Cast", [init.name + "__fp16"], [init.name],
+                                          to=onnx.TensorProto.FLOAT, name="cast_" + init.name))
+        else:
+            new_inits.append(init)
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    return model_proto
+
+
+def _export_one(module, example, in_name, out_names, path: Path, fp16: bool):
+    import onnx
+
+    module = module.eval()
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td) / "m.onnx"
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+            module, (example,), str(tmp), input_names=[in_name], output_names=list(out_names),
+            dynamic_axes={in_name: {0: "batch"}, **{n: {0: "batch"} for n in out_names}},
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+    if fp16:
+        proto = _weights_to_fp16(proto)
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_bytes(path, proto.SerializeToString())
+
+
+def round_weights_fp16_(module: torch.nn.Module, min_elems: int = 1024):
+    """Round a module's big float parameters to float16 precision in place (what fp16 export ships)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.numel() >= min_elems:
+                p.copy_(p.half().float())
+    return module
+
+
+def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, levels: int,
+               latent: int | None = None, name: str | None = None, preprocess: str = "none",
+               mixture: int = 1, config: dict | None = None, weights: str = "float32",
+               training: dict | None = None, metrics: dict | None = None, extra: dict | None = None):
+    """Export any torch encoder/decoder pair to ``out_dir`` (encoder.onnx, decoder.onnx, manifest.json).
+
+    Parameters
+    ----------
+    encoder : torch.nn.Module
+        ``encoder(x) -> (mu, sigma)``; x float32 (B, D) raw symbol values (0/1 or 0..255),
+        mu and sigma (B, Z), sigma > 0. Scale the input inside ``forward``.
+    decoder : torch.nn.Module
+        ``decoder(z)`` returns the outputs of ``likelihood`` in the order of
+        ``bitsback.models.OUTPUT_NAMES[likelihood]`` (a tensor or a tuple): for ``bernoulli``
+        ``logits`` (B, D); for ``logistic`` ``(mean, log_scale)`` in pixel units (B, D) with
+        log_scale clamped to [-7, 7]; for ``logistic_mixture`` ``(logit_weights, mean,
+        log_scale)`` each (B, D, M).
+    likelihood : str
+        "bernoulli", "logistic", "logistic_mixture" (or "logistic_ar" for RGB).
+    image_shape : sequence of int
+        Shape of one image, e.g. (28, 28); D = prod(image_shape).
+    levels : int
+        Symbol levels (2 for binary, 256 for 8-bit).
+    preprocess : str
+        What the codec applies to uint8 images before coding ("binarize" = np.round(x/255.)).
+    config : dict, optional
+        Architecture config for :func:`bitsback.models.build_vae`; lets ``load_torch`` rebuild
+        torch modules from the ONNX weights (needed by K-step optimal inference).
+    weights : "float32" | "float16"
+        Storage precision of big weight tensors (float16 halves the size; computation stays float32).
+
+    Returns
+    -------
+    dict : the manifest written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dim = int(np.prod(image_shape))
+    fp16 = weights == "float16"
+    encoder = encoder.cpu().eval()
+    decoder = decoder.cpu().eval()
+    if fp16:  # keep torch and ONNX identical
+        round_weights_fp16_(encoder)
+        round_weights_fp16_(decoder)
+    x = torch.zeros(2, dim)
+    with torch.no_grad():
+        mu, sigma = encoder(x)
+    Z = int(mu.shape[1]) if latent is None else int(latent)
+    _export_one(encoder, x, "x", ("mu", "sigma"), out_dir / "encoder.onnx", fp16)
+    _export_one(decoder, torch.zeros(2, Z), "z", OUTPUT_NAMES[likelihood], out_dir / "decoder.onnx", fp16)
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "name": name or out_dir.name,
+        "likelihood": likelihood,
+        "image_shape": [int(s) for s in image_shape],
+        "dtype": "uint8",
+        "levels": int(levels),
+        "dim": dim,
+        "preprocess": preprocess,
+        "preprocess_doc": {"binarize": "np.round(x / 255.) -> 0/1; the codec compresses the binarized images",
+                           "none": "raw uint8 pixel values"}.get(preprocess, preprocess),
+        "latent": Z,
+        "mixture": int(mixture),
+        "pixel_scaling": ("encoder input: raw symbol values (0..levels-1), divided by levels-1 in-graph; "
+                          "decoder outputs: " + ("logits" if likelihood == "bernoulli"
+                                                  else "mean/log_scale in pixel units, log_scale clamped to [-7, 7]")),
+        "encoder": {"file": "encoder.onnx", "inputs": {"x": ["batch", dim]},
+                    "outputs": {"mu": ["batch", Z], "sigma": ["batch", Z]}},
+        "decoder": {"file": "decoder.onnx", "inputs": {"z": ["batch", Z]},
+                    "outputs": list(OUTPUT_NAMES[likelihood])},
+        "weights_dtype": weights,
+        "onnx_opset": OPSET,
+        "coding": {"recommended": RECOMMENDED_PRECISIONS.get(likelihood, {}),
+                   "note": "recommendations; the codec's defaults are authoritative"},
+        "config": config,
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    if extra:
+        manifest.update(extra)
+    manifest["files"] = {f: {"sha256": sha256_file(out_dir / f), "bytes": (out_dir / f).stat().st_size}
+                         for f in ("encoder.onnx", "decoder.onnx")}
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir, manifest: dict):
+    out_dir = Path(out_dir)
+    _atomic_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_manifest(out_dir) -> dict:
+    return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+
+def update_metrics(out_dir, key: str, metrics: dict):
+    """Merge ``metrics`` under ``manifest["metrics"][key]`` (file hashes are unaffected)."""
+    m = read_manifest(out_dir)
+    m.setdefault("metrics", {})[key] = metrics
+    write_manifest(out_dir, m)
+    return m
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="bitsback export", description="export a trained checkpoint to ONNX + manifest.json")
+    ap.add_argument("--ckpt", required=True, help="checkpoint (best.pt) whose encoder and decoder are shipped")
+    ap.add_argument("--decoder-ckpt", default=None, help="take the decoder from this checkpoint instead (must match)")
+    ap.add_argument("--out", required=True, help="model folder, e.g. src/bitsback/zoo/mnist-binary")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--weights", default="float32", choices=["float32", "float16"])
+    ap.add_argument("--recipe", action="append", default=[], help="training command to record (repeatable)")
+    ap.add_argument("--metrics", default=None, help="JSON file merged into manifest['metrics']")
+    args = ap.parse_args(argv)
+
+    from .train import load_ckpt
+
+    enc, dec, ck = load_ckpt(args.ckpt)
+    if args.decoder_ckpt:
+        _, dec, _ = load_ckpt(args.decoder_ckpt)
+    cfg = ck["config"]
+    metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
+    training = {"commands": args.recipe, "checkpoint_meta": _jsonable(ck.get("meta", {})),
+                "epochs": ck.get("epoch"), "val_bpd": ck.get("val_bpd"),
+                "export_command": "bitsback export " + " ".join(argv if argv is not None else sys.argv[1:])}
+    man = export_vae(enc, dec, args.out, likelihood=cfg["likelihood"], image_shape=cfg["image_shape"],
+                     levels=cfg["levels"], latent=cfg["latent"], name=args.name,
+                     preprocess=ck.get("meta", {}).get("preprocess", "none"), mixture=cfg.get("mixture", 1),
+                     config=cfg, weights=args.weights, training=training, metrics=metrics)
+    print(json.dumps({"out": args.out, "files": man["files"]}, indent=2))
+    return 0
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
