@@ -292,14 +292,18 @@ def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
         save_ckpt(last, **state, optimizer=opt.state_dict(), best_val_bpd=best, rng=torch.get_rng_state())
         if args.patience and bad >= args.patience:
             print(f"early stop: no val improvement for {bad} epochs", file=sys.stderr)
+            args._stop_reason = "early_stop"
             break
         if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
             print("time budget reached", file=sys.stderr)
+            args._stop_reason = "time_budget"
             break
     return best
 
 
 def cmd_vae(args):
+    if _already_done(args):
+        return
     torch.manual_seed(args.seed)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     model_cfg = dict(arch="mlp", image_shape=None, levels=args.levels, likelihood=args.likelihood,
@@ -324,10 +328,30 @@ def cmd_vae(args):
     meta = {"stage": "vae", "argv": sys.argv, "args": _args_dict(args), "preprocess": args.preprocess}
     best = _epochs(args, out, enc, dec, list(enc.parameters()) + list(dec.parameters()), step, val, cfg,
                    {"x_train": x_train, "meta": meta})
+    _finish(out, best, args)
+
+
+def _finish(out: Path, best: float, args=None):
+    reason = getattr(args, "_stop_reason", "epochs")
+    (out / "DONE").write_text(json.dumps({"best_val_bpd": best, "reason": reason,
+                                          "epochs": getattr(args, "epochs", None)}) + "\n")
     print(json.dumps({"best_val_bpd": best, "checkpoint": str(out / "best.pt")}))
 
 
+def _already_done(args) -> bool:
+    done = Path(args.out) / "DONE"
+    if args.resume and done.exists():
+        info = json.loads(done.read_text())
+        if info.get("reason") == "epochs" and (info.get("epochs") or 0) < args.epochs:
+            return False  # asked for more epochs than the finished run had: continue it
+        print(f"{args.out}: stage already finished ({done.read_text().strip()}); skipping", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_encoder(args):
+    if _already_done(args):
+        return
     torch.manual_seed(args.seed)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     enc, dec, ck = load_ckpt(args.init, args.device)
@@ -351,7 +375,7 @@ def cmd_encoder(args):
             "init": str(args.init), "argv2": sys.argv, "encoder_args": _args_dict(args), "preprocess": pre}
     best = _epochs(args, out, enc, dec, list(enc.parameters()), step, val, cfg,
                    {"x_train": x_train, "meta": meta})
-    print(json.dumps({"best_val_bpd": best, "checkpoint": str(out / "best.pt")}))
+    _finish(out, best, args)
 
 
 def evaluate(enc, dec, model_cfg, x, iwae_k=1000, optimal_steps=300, n_samples=1, device="cpu",
@@ -392,6 +416,112 @@ def cmd_eval(args):
     print(json.dumps(res))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=2))
+
+
+# ----------------------------------------------------------------------------- recipes
+# The bundled models, one command each: `bitsback train recipe <name>` runs every stage
+# (skipping finished ones: each stage writes <dir>/DONE), exports the shipped model into
+# src/bitsback/zoo/<name>/ and records the test metrics in its manifest.
+
+RECIPES = {
+    "mnist-binary": {
+        "prefix": "bin",
+        "vae_dir": "bin-vae",
+        "vae": ["--likelihood", "bernoulli", "--preprocess", "binarize", "--levels", "2", "--latent", "32",
+                "--lr", "1e-3", "--epochs", "300", "--patience", "10", "--max-minutes", "30"],
+        "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
+                    "--epochs", "12", "--patience", "0"],
+        "seeds": [0, 1, 2],
+        "weights": "float32",
+    },
+    "mnist-grey": {
+        "prefix": "grey",
+        "vae_dir": "grey-mix2",
+        "vae": ["--likelihood", "logistic_mixture", "--mixture", "2", "--preprocess", "none", "--levels", "256",
+                "--latent", "32", "--lr", "1e-3", "--epochs", "300", "--patience", "10", "--max-minutes", "40"],
+        "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
+                    "--epochs", "6", "--patience", "0"],
+        "seeds": [0],
+        "weights": "float16",
+    },
+}
+
+
+def _cached_eval(path: Path, fn):
+    if path.exists():
+        return json.loads(path.read_text())
+    res = fn()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def cmd_recipe(args):
+    from . import export as export_mod
+
+    r = RECIPES[args.name]
+    W = Path(args.work)
+    pre, vae_dir = r["prefix"], W / r["vae_dir"]
+    thr = ["--threads", str(args.threads or 1)]
+    train_data = ["--data", str(args.data)]
+    main(["vae", "--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
+    for seed in r["seeds"]:
+        main(["encoder", "--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
+              *r["encoder"], "--seed", str(seed), *train_data, *thr, "--resume"])
+    if args.stop_after_training:
+        return
+    zoo_out = Path(args.zoo) / args.name
+    cmdline = ("bitsback train recipe " + args.name + " --work " + str(args.work) + " --data $BITSBACK_MNIST/"
+               + Path(args.data).name)
+    stages = [f"bitsback train vae --out {vae_dir} {' '.join(r['vae'])} --resume"] + [
+        f"bitsback train encoder --init {vae_dir}/best.pt --out {W}/{pre}-rha-s{s} {' '.join(r['encoder'])} --seed {s} --resume"
+        for s in r["seeds"]]
+    exports = {"baseline": W / f"{pre}-baseline-export"}
+    for seed in r["seeds"]:
+        exports[f"rha-s{seed}"] = zoo_out if seed == r["seeds"][0] else W / f"{pre}-rha-s{seed}-export"
+    for tag, out in exports.items():
+        ck = vae_dir / "best.pt" if tag == "baseline" else W / f"{pre}-{tag}" / "best.pt"
+        if out == zoo_out or not (out / "manifest.json").exists():
+            argv = ["--ckpt", str(ck), "--out", str(out), "--name", args.name if out == zoo_out else f"{args.name}-{tag}",
+                    "--weights", r["weights"], "--recipe", cmdline, *sum((["--recipe", c] for c in stages), [])]
+            export_mod.main(argv)
+    from .models import load_torch
+
+    metrics = {}
+    for n, tag_all in ((1000, "test_first1000"), (0, "test_all10000")):
+        res = {}
+        for tag, out in exports.items():
+            enc, dec, man = load_torch(out)
+            x = load_images(args.test_data, man["preprocess"], n or None)
+            what = ("elbo",)
+            k, steps = 0, 0
+            if tag == "baseline":  # optimal inference starts from the baseline encoder (paper protocol)
+                what = ("elbo", "optimal")
+                steps = args.optimal_steps if n else args.full_optimal_steps
+            if tag == f"rha-s{r['seeds'][0]}":  # IWAE with the shipped encoder as proposal
+                what = ("elbo", "iwae")
+                k = args.iwae_k if n else args.full_iwae_k
+            cache = W / "eval" / f"{args.name}-{tag}-{tag_all}-k{k}-s{steps}.json"
+            res[tag] = _cached_eval(cache, lambda: evaluate(enc, dec, man["config"], x, iwae_k=k, optimal_steps=steps,
+                                                              what=what, n_samples=args.samples))
+            print(tag_all, tag, res[tag], file=sys.stderr, flush=True)
+        rha = [res[f"rha-s{s}"]["neg_elbo_bpd"] for s in r["seeds"]]
+        s0 = res[f"rha-s{r['seeds'][0]}"]
+        metrics[tag_all] = {
+            "n_images": s0["n_images"],
+            "baseline_neg_elbo_bpd": res["baseline"]["neg_elbo_bpd"],
+            "rha_neg_elbo_bpd": s0["neg_elbo_bpd"],
+            "rha_neg_elbo_bpd_seeds": rha,
+            "rha_neg_elbo_bpd_mean": float(np.mean(rha)),
+            "rha_neg_elbo_bpd_std": float(np.std(rha)),
+            "optimal_inference_bpd": res["baseline"].get("optimal_bpd"),
+            "optimal_inference_steps": res["baseline"].get("optimal_steps"),
+            "iwae_bpd": s0.get("iwae_bpd"),
+            "iwae_k": s0.get("iwae_k"),
+            "elbo_samples_per_image": args.samples,
+        }
+        export_mod.update_metrics(zoo_out, tag_all, metrics[tag_all])
+    print(json.dumps(metrics, indent=2))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -448,6 +578,20 @@ def build_parser():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json-out", default=None)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("recipe", help="train, export and evaluate a bundled model in one command")
+    p.add_argument("name", choices=sorted(RECIPES))
+    p.add_argument("--work", default="runs", help="folder for checkpoints and evaluation caches")
+    p.add_argument("--zoo", default=str(Path(__file__).resolve().parent / "zoo"))
+    p.add_argument("--data", default=None, help="training images; default $BITSBACK_MNIST/train-images-idx3-ubyte.gz")
+    p.add_argument("--test-data", default=None, help="default $BITSBACK_MNIST/t10k-images-idx3-ubyte.gz")
+    p.add_argument("--iwae-k", type=int, default=1000)
+    p.add_argument("--full-iwae-k", type=int, default=1000, help="IWAE k on all 10 000 test images")
+    p.add_argument("--optimal-steps", type=int, default=300)
+    p.add_argument("--full-optimal-steps", type=int, default=300)
+    p.add_argument("--samples", type=int, default=1, help="z samples per image for -ELBO")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--stop-after-training", action="store_true")
+    p.set_defaults(func=cmd_recipe)
     return ap
 
 
@@ -457,6 +601,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.data is None:
         args.data = default_mnist("t10k-images-idx3-ubyte.gz" if args.cmd == "eval" else "train-images-idx3-ubyte.gz")
+    if getattr(args, "test_data", "unset") is None:
+        args.test_data = default_mnist("t10k-images-idx3-ubyte.gz")
     args.func(args)
     return 0
 
