@@ -5,6 +5,7 @@ encoder (symbol -> start, freq) and the decoder (cf -> symbol, start, freq), so 
 sides see identical distributions from identical float inputs.
 """
 from . import bernoulli, latent, logistic, uniform
+from ._coder import set_threads
 from .logistic import LOG_SCALE_MAX, LOG_SCALE_MIN
 
-__all__ = ["bernoulli", "logistic", "latent", "uniform", "LOG_SCALE_MIN", "LOG_SCALE_MAX"]
+__all__ = ["bernoulli", "logistic", "latent", "uniform", "LOG_SCALE_MIN", "LOG_SCALE_MAX", "set_threads"]

@@ -25,7 +25,7 @@ _LOW = np.uint64(0xFFFFFFFF)
 MAX_PRECISION = _rans.MAX_PRECISION
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def push_sym(heads, addr, lane, start, freq, prec):
     """Encode (start, freq) at precision prec (uint64 args) onto lane."""
     x = heads[lane]
@@ -36,12 +36,12 @@ def push_sym(heads, addr, lane, start, freq, prec):
     heads[lane] = ((x // freq) << prec) + (x % freq) + start
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def peek(heads, lane, mask):
     return heads[lane] & mask
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def advance(heads, addr, lane, start, freq, prec, mask):
     """Second half of a pop: remove (start, freq), whose interval holds the peeked cf."""
     x = heads[lane]
@@ -78,3 +78,23 @@ def done(msgs):
 
 class SymbolError(BitsbackError, ValueError):
     """A symbol to push is outside its alphabet."""
+
+
+_threads = 1
+PARALLEL_MIN_SYMBOLS = 1 << 16
+
+
+def set_threads(k=None):
+    """Threads used by the bulk family operations (default 1: serial; None: numba default)."""
+    global _threads
+    _threads = None if k is None else max(1, int(k))
+
+
+def chunks_for(n, D=1):
+    """How many lane chunks to run in parallel for an (n, D) operation (1 = serial)."""
+    import numba
+
+    t = numba.get_num_threads() if _threads is None else min(_threads, numba.get_num_threads())
+    if t <= 1 or n < 2 or n * D < PARALLEL_MIN_SYMBOLS:
+        return 1
+    return min(t, n)

@@ -5,29 +5,30 @@ Symbol 0 has start 0 and frequency freq0; symbol 1 has start freq0.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._coder import advance, check_prec, done, f32, lanes_of, peek, push_sym
+from ._exp import fexp
+from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, push_sym
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def freq0(logit, prec):
     """Quantised frequency of symbol 0 (uint64) for one float logit."""
     l = np.float64(logit)
-    p0 = 0.5 if l != l else 1.0 / (1.0 + math.exp(min(l, 700.0)))   # NaN -> fair coin
+    p0 = 0.5 if l != l else 1.0 / (1.0 + fexp(l))   # NaN -> fair coin
     one = np.float64(np.uint64(1) << prec)
     f = math.floor(p0 * one + 0.5)
     f = min(max(f, 1.0), one - 1.0)
     return np.uint64(f)
 
 
-@njit(cache=True)
-def _push(heads, addr, logits, x, prec):
+@njit(cache=True, error_model="numpy")
+def _push(heads, addr, logits, x, prec, lane_lo, lane_hi):
     n, D = logits.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     for j in range(D - 1, -1, -1):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             f0 = freq0(logits[i, j], p)
             if x[i, j]:
                 push_sym(heads, addr, i, f0, one - f0, p)
@@ -35,14 +36,14 @@ def _push(heads, addr, logits, x, prec):
                 push_sym(heads, addr, i, np.uint64(0), f0, p)
 
 
-@njit(cache=True)
-def _pop(heads, addr, logits, prec, out):
+@njit(cache=True, error_model="numpy")
+def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
     n, D = logits.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     for j in range(D):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             f0 = freq0(logits[i, j], p)
             if peek(heads, i, mask) < f0:
                 out[i, j] = 0
@@ -52,7 +53,7 @@ def _pop(heads, addr, logits, prec, out):
                 advance(heads, addr, i, f0, one - f0, p, mask)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _starts_freqs(logits, x, prec):
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -64,6 +65,23 @@ def _starts_freqs(logits, x, prec):
         sl[k] = f0 if xl[k] else 0
         ff[k] = one - f0 if xl[k] else f0
     return s, f
+
+
+
+# ---- lane-parallel drivers: lanes are independent, so chunks of lanes run on threads ----
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _push_par(heads, addr, logits, x, prec, chunks):
+    n = logits.shape[0]
+    for c in prange(chunks):
+        _push(heads, addr, logits, x, prec, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _pop_par(heads, addr, logits, prec, out, chunks):
+    n = logits.shape[0]
+    for c in prange(chunks):
+        _pop(heads, addr, logits, prec, out, c * n // chunks, (c + 1) * n // chunks)
 
 
 def _bits(x):
@@ -81,7 +99,11 @@ def push(msgs, logits, x, prec):
     if x.shape != logits.shape:
         raise ValueError("x and logits must have the same shape")
     heads, addr = lanes_of(msgs, logits.shape[0])
-    _push(heads, addr, logits, x, prec)
+    ch = chunks_for(*logits.shape[:2])
+    if ch > 1:
+        _push_par(heads, addr, logits, x, prec, ch)
+    else:
+        _push(heads, addr, logits, x, prec, 0, logits.shape[0])
     done(msgs)
 
 
@@ -91,7 +113,11 @@ def pop(msgs, logits, prec):
     logits = f32(logits, 2, "logits")
     heads, addr = lanes_of(msgs, logits.shape[0])
     out = np.empty(logits.shape, np.uint8)
-    _pop(heads, addr, logits, prec, out)
+    ch = chunks_for(*logits.shape[:2])
+    if ch > 1:
+        _pop_par(heads, addr, logits, prec, out, ch)
+    else:
+        _pop(heads, addr, logits, prec, out, 0, logits.shape[0])
     return out
 
 

@@ -18,9 +18,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._coder import advance, check_prec, done, f32, lanes_of, peek, push_sym
+from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, push_sym
 
 MAX_BITS = 16
 _RES = 17
@@ -49,7 +49,7 @@ def centres(b):
     return _TABLE[1 << (_RES - b - 1):: 1 << (_RES - b)].astype(np.float32)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def params(mu, sigma):
     m = np.float64(mu)
     if m != m:
@@ -62,7 +62,7 @@ def params(mu, sigma):
     return m, s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def start_of(i, m, s, table, shift, nb, M, one):
     if i <= 0:
         return np.uint64(0)
@@ -73,7 +73,7 @@ def start_of(i, m, s, table, shift, nb, M, one):
     return np.uint64(math.floor(F * M)) + np.uint64(i)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def guess(cf, m, s, table, nb, one):
     """Bucket most likely holding cf: z = mu + sigma Phi^-1(u) (table-interpolated), i = nb Phi(z)."""
     u = (np.float64(cf) + 0.5) / np.float64(one)
@@ -88,7 +88,7 @@ def guess(cf, m, s, table, nb, one):
     return min(int(Fz * nb), nb - 1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def search(cf, k, m, s, table, shift, nb, M, one):
     """(i, start, freq) with start(i) <= cf < start(i+1), galloping from guess k."""
     sk = start_of(k, m, s, table, shift, nb, M, one)
@@ -124,8 +124,8 @@ def search(cf, k, m, s, table, shift, nb, M, one):
     return lo, s_lo, s_hi - s_lo
 
 
-@njit(cache=True)
-def _push_post(heads, addr, mu, sigma, idx, prec, b, table):
+@njit(cache=True, error_model="numpy")
+def _push_post(heads, addr, mu, sigma, idx, prec, b, table, lane_lo, lane_hi):
     n, Z = mu.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -133,7 +133,7 @@ def _push_post(heads, addr, mu, sigma, idx, prec, b, table):
     shift = _RES - b
     M = np.float64(one - np.uint64(nb))
     for j in range(Z - 1, -1, -1):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             m, s = params(mu[i, j], sigma[i, j])
             k = idx[i, j]
             lo = start_of(k, m, s, table, shift, nb, M, one)
@@ -141,8 +141,8 @@ def _push_post(heads, addr, mu, sigma, idx, prec, b, table):
             push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True)
-def _pop_post(heads, addr, mu, sigma, prec, b, table, out):
+@njit(cache=True, error_model="numpy")
+def _pop_post(heads, addr, mu, sigma, prec, b, table, out, lane_lo, lane_hi):
     n, Z = mu.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -151,7 +151,7 @@ def _pop_post(heads, addr, mu, sigma, prec, b, table, out):
     shift = _RES - b
     M = np.float64(one - np.uint64(nb))
     for j in range(Z):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             m, s = params(mu[i, j], sigma[i, j])
             cf = peek(heads, i, mask)
             k, st, f = search(cf, guess(cf, m, s, table, nb, one), m, s, table, shift, nb, M, one)
@@ -159,7 +159,7 @@ def _pop_post(heads, addr, mu, sigma, prec, b, table, out):
             advance(heads, addr, i, st, f, p, mask)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _cdf_table(mu, sigma, prec, b, table):
     one = np.uint64(1) << np.uint64(prec)
     nb = 1 << b
@@ -171,6 +171,23 @@ def _cdf_table(mu, sigma, prec, b, table):
         for i in range(nb + 1):
             out[r, i] = start_of(i, m, s, table, shift, nb, M, one)
     return out
+
+
+
+# ---- lane-parallel drivers: lanes are independent, so chunks of lanes run on threads ----
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _push_post_par(heads, addr, mu, sigma, idx, prec, b, table, chunks):
+    n = mu.shape[0]
+    for c in prange(chunks):
+        _push_post(heads, addr, mu, sigma, idx, prec, b, table, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _pop_post_par(heads, addr, mu, sigma, prec, b, table, out, chunks):
+    n = mu.shape[0]
+    for c in prange(chunks):
+        _pop_post(heads, addr, mu, sigma, prec, b, table, out, c * n // chunks, (c + 1) * n // chunks)
 
 
 def _args(mu, sigma, prec, b):
@@ -196,7 +213,11 @@ def push_posterior(msgs, mu, sigma, idx, prec, b):
     mu, sigma, prec, b = _args(mu, sigma, prec, b)
     idx = _idx(idx, mu.shape, b)
     heads, addr = lanes_of(msgs, mu.shape[0])
-    _push_post(heads, addr, mu, sigma, idx, prec, b, _TABLE)
+    ch = chunks_for(*mu.shape[:2])
+    if ch > 1:
+        _push_post_par(heads, addr, mu, sigma, idx, prec, b, _TABLE, ch)
+    else:
+        _push_post(heads, addr, mu, sigma, idx, prec, b, _TABLE, 0, mu.shape[0])
     done(msgs)
 
 
@@ -205,7 +226,11 @@ def pop_posterior(msgs, mu, sigma, prec, b):
     mu, sigma, prec, b = _args(mu, sigma, prec, b)
     heads, addr = lanes_of(msgs, mu.shape[0])
     out = np.empty(mu.shape, np.int64)
-    _pop_post(heads, addr, mu, sigma, prec, b, _TABLE, out)
+    ch = chunks_for(*mu.shape[:2])
+    if ch > 1:
+        _pop_post_par(heads, addr, mu, sigma, prec, b, _TABLE, out, ch)
+    else:
+        _pop_post(heads, addr, mu, sigma, prec, b, _TABLE, out, 0, mu.shape[0])
     return out
 
 

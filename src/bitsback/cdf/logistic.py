@@ -17,9 +17,10 @@ against the quantised starts by a galloping + binary search (at most ~16 evaluat
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._coder import advance, check_prec, done, f32, lanes_of, peek, push_sym
+from ._exp import fexp
+from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, push_sym
 
 LOG_SCALE_MIN = -7.0
 LOG_SCALE_MAX = 7.0
@@ -27,7 +28,7 @@ MEAN_ABS_MAX = 1e6
 MIN_PREC = 9
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def params(mean, log_scale):
     """Sanitised (mean, 1/scale) as float64."""
     m = np.float64(mean)
@@ -38,16 +39,16 @@ def params(mean, log_scale):
     if ls != ls:
         ls = LOG_SCALE_MAX
     ls = min(max(ls, LOG_SCALE_MIN), LOG_SCALE_MAX)
-    return m, math.exp(-ls)
+    return m, fexp(-ls)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def cdf_at(edge, m, inv_s):
     """Logistic CDF in float64; monotone in edge because exp is."""
-    return 1.0 / (1.0 + math.exp(min((m - edge) * inv_s, 700.0)))
+    return 1.0 / (1.0 + fexp((m - edge) * inv_s))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def start_of(k, m, inv_s, M, one):
     """Quantised start of bin k (0..256) as uint64."""
     if k <= 0:
@@ -57,7 +58,7 @@ def start_of(k, m, inv_s, M, one):
     return np.uint64(math.floor(cdf_at(k - 0.5, m, inv_s) * M)) + np.uint64(k)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def guess(cf, m, inv_s, one):
     """Bin whose interval most likely holds cf (a guess only; always corrected)."""
     u = (np.float64(cf) + 0.5) / np.float64(one)
@@ -69,7 +70,7 @@ def guess(cf, m, inv_s, one):
     return int(z + 0.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def search(cf, k, m, inv_s, M, one):
     """(k, start, freq) with start(k) <= cf < start(k+1), starting from guess k."""
     s = start_of(k, m, inv_s, M, one)
@@ -105,14 +106,14 @@ def search(cf, k, m, inv_s, M, one):
     return lo, s_lo, s_hi - s_lo
 
 
-@njit(cache=True)
-def _push(heads, addr, mean, log_scale, x, prec):
+@njit(cache=True, error_model="numpy")
+def _push(heads, addr, mean, log_scale, x, prec, lane_lo, lane_hi):
     n, D = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     M = np.float64(one - np.uint64(256))
     for j in range(D - 1, -1, -1):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             m, inv_s = params(mean[i, j], log_scale[i, j])
             k = np.int64(x[i, j])
             lo = start_of(k, m, inv_s, M, one)
@@ -120,15 +121,15 @@ def _push(heads, addr, mean, log_scale, x, prec):
             push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True)
-def _pop(heads, addr, mean, log_scale, prec, out):
+@njit(cache=True, error_model="numpy")
+def _pop(heads, addr, mean, log_scale, prec, out, lane_lo, lane_hi):
     n, D = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     M = np.float64(one - np.uint64(256))
     for j in range(D):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             m, inv_s = params(mean[i, j], log_scale[i, j])
             cf = peek(heads, i, mask)
             k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
@@ -136,7 +137,7 @@ def _pop(heads, addr, mean, log_scale, prec, out):
             advance(heads, addr, i, s, f, p, mask)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _cdf_table(mean, log_scale, prec):
     one = np.uint64(1) << np.uint64(prec)
     M = np.float64(one - np.uint64(256))
@@ -153,7 +154,7 @@ def _cdf_table(mean, log_scale, prec):
 # Order within a lane: pixels in raster order (h, w), and at each pixel r, g, b.
 # mean_g += c[0] * x_r ; mean_b += c[1] * x_r + c[2] * x_g  (pixel units, x in 0..255).
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def ar_mean(mean, coef, xs, i, c, h, w):
     mu = np.float64(mean[i, c, h, w])
     if c == 1:
@@ -164,8 +165,8 @@ def ar_mean(mean, coef, xs, i, c, h, w):
     return mu
 
 
-@njit(cache=True)
-def _push_ar(heads, addr, mean, log_scale, coef, x, prec):
+@njit(cache=True, error_model="numpy")
+def _push_ar(heads, addr, mean, log_scale, coef, x, prec, lane_lo, lane_hi):
     n, C, H, W = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -173,7 +174,7 @@ def _push_ar(heads, addr, mean, log_scale, coef, x, prec):
     for hw in range(H * W - 1, -1, -1):
         h, w = hw // W, hw % W
         for c in range(C - 1, -1, -1):
-            for i in range(n):
+            for i in range(lane_lo, lane_hi):
                 m, inv_s = params(ar_mean(mean, coef, x, i, c, h, w), log_scale[i, c, h, w])
                 k = np.int64(x[i, c, h, w])
                 lo = start_of(k, m, inv_s, M, one)
@@ -181,8 +182,8 @@ def _push_ar(heads, addr, mean, log_scale, coef, x, prec):
                 push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True)
-def _pop_ar(heads, addr, mean, log_scale, coef, prec, out):
+@njit(cache=True, error_model="numpy")
+def _pop_ar(heads, addr, mean, log_scale, coef, prec, out, lane_lo, lane_hi):
     n, C, H, W = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -191,7 +192,7 @@ def _pop_ar(heads, addr, mean, log_scale, coef, prec, out):
     for hw in range(H * W):
         h, w = hw // W, hw % W
         for c in range(C):
-            for i in range(n):
+            for i in range(lane_lo, lane_hi):
                 # the dependent mean uses channels of this pixel decoded just before
                 m, inv_s = params(ar_mean(mean, coef, out, i, c, h, w), log_scale[i, c, h, w])
                 cf = peek(heads, i, mask)
@@ -200,7 +201,7 @@ def _pop_ar(heads, addr, mean, log_scale, coef, prec, out):
                 advance(heads, addr, i, s, f, p, mask)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ar_starts_freqs(mean, log_scale, coef, x, prec):
     n, C, H, W = mean.shape
     one = np.uint64(1) << np.uint64(prec)
@@ -221,7 +222,7 @@ def _ar_starts_freqs(mean, log_scale, coef, x, prec):
 
 # ---- mixtures of logistics --------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def mix_prepare(lw, mean, log_scale, i, j, scratch):
     """Fill scratch[m] = (weight, mean, 1/scale) of component m (softmax of sanitised logits)."""
     K = lw.shape[2]
@@ -235,7 +236,7 @@ def mix_prepare(lw, mean, log_scale, i, j, scratch):
         top = max(top, a)
     tot = 0.0
     for c in range(K):
-        e = math.exp(scratch[c, 0] - top)
+        e = fexp(scratch[c, 0] - top)
         scratch[c, 0] = e
         tot += e
     for c in range(K):
@@ -245,7 +246,7 @@ def mix_prepare(lw, mean, log_scale, i, j, scratch):
         scratch[c, 2] = inv_s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def mix_start(k, scratch, M, one):
     if k <= 0:
         return np.uint64(0)
@@ -258,15 +259,15 @@ def mix_start(k, scratch, M, one):
     return np.uint64(math.floor(F * M)) + np.uint64(k)
 
 
-@njit(cache=True)
-def _push_mix(heads, addr, lw, mean, log_scale, x, prec):
+@njit(cache=True, error_model="numpy")
+def _push_mix(heads, addr, lw, mean, log_scale, x, prec, lane_lo, lane_hi):
     n, D, K = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     M = np.float64(one - np.uint64(256))
     scratch = np.empty((K, 3))
     for j in range(D - 1, -1, -1):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             mix_prepare(lw, mean, log_scale, i, j, scratch)
             k = np.int64(x[i, j])
             lo = mix_start(k, scratch, M, one)
@@ -274,8 +275,8 @@ def _push_mix(heads, addr, lw, mean, log_scale, x, prec):
             push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True)
-def _pop_mix(heads, addr, lw, mean, log_scale, prec, out):
+@njit(cache=True, error_model="numpy")
+def _pop_mix(heads, addr, lw, mean, log_scale, prec, out, lane_lo, lane_hi):
     n, D, K = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -283,7 +284,7 @@ def _pop_mix(heads, addr, lw, mean, log_scale, prec, out):
     M = np.float64(one - np.uint64(256))
     scratch = np.empty((K, 3))
     for j in range(D):
-        for i in range(n):
+        for i in range(lane_lo, lane_hi):
             mix_prepare(lw, mean, log_scale, i, j, scratch)
             cf = peek(heads, i, mask)
             lo, hi = 0, 256                     # start(lo) <= cf < start(hi)
@@ -299,7 +300,7 @@ def _pop_mix(heads, addr, lw, mean, log_scale, prec, out):
             advance(heads, addr, i, s_lo, s_hi - s_lo, p, mask)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _mix_starts_freqs(lw, mean, log_scale, x, prec):
     n, D, K = mean.shape
     one = np.uint64(1) << np.uint64(prec)
@@ -315,6 +316,51 @@ def _mix_starts_freqs(lw, mean, log_scale, x, prec):
             s[i, j] = lo
             f[i, j] = mix_start(k + 1, scratch, M, one) - lo
     return s, f
+
+
+
+# ---- lane-parallel drivers: lanes are independent, so chunks of lanes run on threads ----
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _push_par(heads, addr, mean, log_scale, x, prec, chunks):
+    n = mean.shape[0]
+    for c in prange(chunks):
+        _push(heads, addr, mean, log_scale, x, prec, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _pop_par(heads, addr, mean, log_scale, prec, out, chunks):
+    n = mean.shape[0]
+    for c in prange(chunks):
+        _pop(heads, addr, mean, log_scale, prec, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _push_ar_par(heads, addr, mean, log_scale, coef, x, prec, chunks):
+    n = mean.shape[0]
+    for c in prange(chunks):
+        _push_ar(heads, addr, mean, log_scale, coef, x, prec, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _pop_ar_par(heads, addr, mean, log_scale, coef, prec, out, chunks):
+    n = mean.shape[0]
+    for c in prange(chunks):
+        _pop_ar(heads, addr, mean, log_scale, coef, prec, out, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _push_mix_par(heads, addr, lw, mean, log_scale, x, prec, chunks):
+    n = mean.shape[0]
+    for c in prange(chunks):
+        _push_mix(heads, addr, lw, mean, log_scale, x, prec, c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _pop_mix_par(heads, addr, lw, mean, log_scale, prec, out, chunks):
+    n = mean.shape[0]
+    for c in prange(chunks):
+        _pop_mix(heads, addr, lw, mean, log_scale, prec, out, c * n // chunks, (c + 1) * n // chunks)
 
 
 # ---- Python entry points ----------------------------------------------------------------
@@ -339,7 +385,11 @@ def push(msgs, mean, log_scale, x, prec):
     mean, log_scale = _pair(mean, log_scale, 2)
     x = _u8(x, mean.shape)
     heads, addr = lanes_of(msgs, mean.shape[0])
-    _push(heads, addr, mean, log_scale, x, prec)
+    ch = chunks_for(*mean.shape[:2])
+    if ch > 1:
+        _push_par(heads, addr, mean, log_scale, x, prec, ch)
+    else:
+        _push(heads, addr, mean, log_scale, x, prec, 0, mean.shape[0])
     done(msgs)
 
 
@@ -349,7 +399,11 @@ def pop(msgs, mean, log_scale, prec):
     mean, log_scale = _pair(mean, log_scale, 2)
     heads, addr = lanes_of(msgs, mean.shape[0])
     out = np.empty(mean.shape, np.uint8)
-    _pop(heads, addr, mean, log_scale, prec, out)
+    ch = chunks_for(*mean.shape[:2])
+    if ch > 1:
+        _pop_par(heads, addr, mean, log_scale, prec, out, ch)
+    else:
+        _pop(heads, addr, mean, log_scale, prec, out, 0, mean.shape[0])
     return out
 
 
@@ -389,7 +443,11 @@ def push_ar(msgs, mean, log_scale, coef, x, prec):
     mean, log_scale, coef = _ar_args(mean, log_scale, coef)
     x = _u8(x, mean.shape)
     heads, addr = lanes_of(msgs, mean.shape[0])
-    _push_ar(heads, addr, mean, log_scale, coef, x, prec)
+    ch = chunks_for(*mean.shape[:2])
+    if ch > 1:
+        _push_ar_par(heads, addr, mean, log_scale, coef, x, prec, ch)
+    else:
+        _push_ar(heads, addr, mean, log_scale, coef, x, prec, 0, mean.shape[0])
     done(msgs)
 
 
@@ -399,7 +457,11 @@ def pop_ar(msgs, mean, log_scale, coef, prec):
     mean, log_scale, coef = _ar_args(mean, log_scale, coef)
     heads, addr = lanes_of(msgs, mean.shape[0])
     out = np.zeros(mean.shape, np.uint8)
-    _pop_ar(heads, addr, mean, log_scale, coef, prec, out)
+    ch = chunks_for(*mean.shape[:2])
+    if ch > 1:
+        _pop_ar_par(heads, addr, mean, log_scale, coef, prec, out, ch)
+    else:
+        _pop_ar(heads, addr, mean, log_scale, coef, prec, out, 0, mean.shape[0])
     return out
 
 
@@ -426,7 +488,11 @@ def push_mixture(msgs, logit_weights, mean, log_scale, x, prec):
     lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
     x = _u8(x, mean.shape[:2])
     heads, addr = lanes_of(msgs, mean.shape[0])
-    _push_mix(heads, addr, lw, mean, log_scale, x, prec)
+    ch = chunks_for(*mean.shape[:2])
+    if ch > 1:
+        _push_mix_par(heads, addr, lw, mean, log_scale, x, prec, ch)
+    else:
+        _push_mix(heads, addr, lw, mean, log_scale, x, prec, 0, mean.shape[0])
     done(msgs)
 
 
@@ -436,7 +502,11 @@ def pop_mixture(msgs, logit_weights, mean, log_scale, prec):
     lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
     heads, addr = lanes_of(msgs, mean.shape[0])
     out = np.empty(mean.shape[:2], np.uint8)
-    _pop_mix(heads, addr, lw, mean, log_scale, prec, out)
+    ch = chunks_for(*mean.shape[:2])
+    if ch > 1:
+        _pop_mix_par(heads, addr, lw, mean, log_scale, prec, out, ch)
+    else:
+        _pop_mix(heads, addr, lw, mean, log_scale, prec, out, 0, mean.shape[0])
     return out
 
 
