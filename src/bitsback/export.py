@@ -37,12 +37,10 @@ MANIFEST_VERSION = 1
 OPSET = 17
 
 # What the coder should use unless it knows better (see docs/MODELS.md).
-RECOMMENDED_PRECISIONS = {
-    "bernoulli": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
-    "logistic": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
-    "logistic_mixture": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
-    "logistic_ar": {"likelihood_prec": 24, "latent_bucket_bits": 14, "posterior_prec": 24},
-}
+# likelihood: bits of the quantised p(x|z) CDFs (24 keeps the 255 minimum-frequency bins of
+# a sharp logistic at ~1.5e-5 of the mass); posterior: bits of q(z|x) over the buckets;
+# latent_bits: log2 of the number of equal-mass N(0,1) buckets per latent dimension.
+RECOMMENDED_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 
 
 def sha256_file(path) -> str:
@@ -187,6 +185,7 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
         "preprocess_doc": {"binarize": "np.round(x / 255.) -> 0/1; the codec compresses the binarized images",
                            "none": "raw uint8 pixel values"}.get(preprocess, preprocess),
         "latent": Z,
+        "latent_size": Z,
         "mixture": int(mixture),
         "pixel_scaling": ("encoder input: raw symbol values (0..levels-1), divided by levels-1 in-graph; "
                           "decoder outputs: " + ("logits" if likelihood == "bernoulli"
@@ -197,8 +196,7 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
                     "outputs": list(OUTPUT_NAMES[likelihood])},
         "weights_dtype": weights,
         "onnx_opset": OPSET,
-        "coding": {"recommended": RECOMMENDED_PRECISIONS.get(likelihood, {}),
-                   "note": "recommendations; the codec's defaults are authoritative"},
+        "recommended_precision": dict(RECOMMENDED_PRECISION),
         "config": config,
         "training": training or {},
         "metrics": metrics or {},

@@ -26,6 +26,9 @@ def list_models() -> list[str]:
     return sorted(p.name for p in ZOO_DIR.iterdir() if (p / "manifest.json").is_file())
 
 
+names = list_models  # alias used by the codec
+
+
 def model_dir(name: str) -> Path:
     """Folder of a bundled model, or the given path itself if it is a model folder."""
     p = Path(name)
@@ -85,12 +88,14 @@ def models_main(argv=None) -> int:
             if isinstance(met, dict):
                 vals = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in met.items())
                 print(f"    {split}: {vals}")
+            else:
+                print(f"    {split}: {met}")
     if not rows:
         print("no bundled models")
     return 0
 
 
-__all__ = ["list_models", "model_dir", "manifest", "verify", "summary", "models_main", "UnknownModelError", "ZOO_DIR"]
+__all__ = ["list_models", "names", "model_dir", "manifest", "verify", "summary", "models_main", "UnknownModelError", "ZOO_DIR"]
 
 if __name__ == "__main__":
     sys.exit(models_main())
