@@ -1,0 +1,295 @@
+"""Symbol-model families: CDF invariants under adversarial parameters, round trips,
+bits-back interleavings across families, and code length against the ideal."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bitsback import cdf
+from bitsback._rans import LANE_OVERHEAD_BITS, Messages
+from bitsback.cdf import bernoulli, latent, logistic
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NASTY = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, 3.4e38, -3.4e38, 127.5, 255.0, -7.0, 7.0, 88.0, -88.0]
+nasty_f32 = st.one_of(st.sampled_from(NASTY), st.floats(width=32, allow_nan=True, allow_infinity=True))
+
+
+def assert_valid_starts(t, prec):
+    t = t.astype(np.int64)
+    assert np.all(t[:, 0] == 0) and np.all(t[:, -1] == 1 << prec)
+    assert np.all(np.diff(t, axis=1) >= 1)
+
+
+@SETTINGS
+@given(mean=st.lists(nasty_f32, min_size=1, max_size=8), ls=st.lists(nasty_f32, min_size=1, max_size=8),
+       prec=st.sampled_from([9, 10, 12, 16, 20, 24, 31]))
+def test_logistic_cdf_invariants(mean, ls, prec):
+    k = min(len(mean), len(ls))
+    mean, ls = np.array(mean[:k], np.float32), np.array(ls[:k], np.float32)
+    assert_valid_starts(logistic.cdf_table(mean, ls, prec), prec)
+
+
+def test_logistic_cdf_scales_grid():
+    scales = np.logspace(-30, 30, 61)
+    mean = np.repeat(np.array([-1e30, -300, 0, 0.3, 127.5, 254.9, 1e30], np.float32), 61)
+    ls = np.tile(np.log(scales).astype(np.float32), 7)
+    for prec in (9, 16, 24, 31):
+        assert_valid_starts(logistic.cdf_table(mean, ls, prec), prec)
+
+
+@SETTINGS
+@given(mu=st.lists(nasty_f32, min_size=1, max_size=6), sigma=st.lists(nasty_f32, min_size=1, max_size=6),
+       b=st.integers(1, 10), extra=st.integers(0, 20))
+def test_latent_cdf_invariants(mu, sigma, b, extra):
+    k = min(len(mu), len(sigma))
+    prec = min(b + extra, 31)
+    t = latent.cdf_table(np.array(mu[:k], np.float32), np.array(sigma[:k], np.float32), prec, b)
+    assert_valid_starts(t, prec)
+
+
+@SETTINGS
+@given(logits=st.lists(nasty_f32, min_size=1, max_size=20), prec=st.integers(1, 31))
+def test_bernoulli_freqs_valid(logits, prec):
+    lg = np.array(logits, np.float32)
+    for x in (0, 1):
+        s, f = bernoulli.starts_freqs(lg, np.full(lg.shape, x, np.uint8), prec)
+        assert np.all(f >= 1) and np.all(s.astype(np.int64) + f == (1 << prec if x else f))
+
+
+@SETTINGS
+@given(M=st.integers(1, 10), seed=st.integers(0, 2**32 - 1), prec=st.sampled_from([9, 12, 16, 24]),
+       nasty=st.booleans())
+def test_mixture_tiles_exactly(M, seed, prec, nasty):
+    rng = np.random.default_rng(seed)
+    shape = (1, 256, M)
+    lw = rng.normal(size=shape) * 5
+    mean = rng.uniform(-50, 300, shape)
+    ls = rng.uniform(-8, 8, shape)
+    if nasty:
+        for a in (lw, mean, ls):
+            a.ravel()[rng.integers(0, a.size, a.size // 3)] = rng.choice(NASTY, a.size // 3)
+    lw, mean, ls = (np.broadcast_to(a[:, :1], shape).astype(np.float32) for a in (lw, mean, ls))
+    x = np.arange(256, dtype=np.uint8)[None]
+    s, f = logistic.mixture_starts_freqs(lw, mean, ls, x, prec)
+    s, f = s.astype(np.int64)[0], f.astype(np.int64)[0]
+    assert s[0] == 0 and np.all(f >= 1) and np.all(s[1:] == s[:-1] + f[:-1]) and s[-1] + f[-1] == 1 << prec
+
+
+def pixels(rng, mean, ls):
+    return np.clip(np.round(mean + rng.logistic(size=mean.shape) * np.exp(np.clip(ls, -7, 7))), 0, 255).astype(np.uint8)
+
+
+@SETTINGS
+@given(lanes=st.integers(1, 8), n=st.integers(1, 8), D=st.integers(0, 60), prec=st.sampled_from([9, 11, 16, 24, 31]),
+       seed=st.integers(0, 2**32 - 1), nasty=st.booleans())
+def test_logistic_round_trip(lanes, n, D, prec, seed, nasty):
+    n = min(n, lanes)
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(-20, 275, (n, D)).astype(np.float32)
+    ls = rng.uniform(-8, 8, (n, D)).astype(np.float32)
+    x = pixels(rng, mean, ls)
+    if nasty and mean.size:
+        idx = rng.integers(0, mean.size, max(1, mean.size // 4))
+        mean.ravel()[idx] = rng.choice(NASTY, idx.size)
+        ls.ravel()[idx[::-1]] = rng.choice(NASTY, idx.size)
+        x.ravel()[idx] = rng.integers(0, 256, idx.size)     # improbable symbols too
+    m = Messages(lanes, seed)
+    logistic.push(m, mean, ls, x, prec)
+    m2 = Messages.from_bytes(m.to_bytes(), seed)
+    np.testing.assert_array_equal(logistic.pop(m2, mean, ls, prec), x)
+    assert m2.is_initial()
+
+
+@SETTINGS
+@given(n=st.integers(1, 6), D=st.integers(0, 60), prec=st.integers(1, 31), seed=st.integers(0, 2**32 - 1))
+def test_bernoulli_round_trip(n, D, prec, seed):
+    rng = np.random.default_rng(seed)
+    lg = (rng.normal(size=(n, D)) * 10).astype(np.float32)
+    if lg.size:
+        lg.ravel()[rng.integers(0, lg.size, 3)] = np.nan
+    x = rng.integers(0, 2, (n, D)).astype(np.uint8)
+    m = Messages(n + 2, seed)
+    bernoulli.push(m, lg, x, prec)
+    np.testing.assert_array_equal(bernoulli.pop(m, lg, prec), x)
+    assert m.is_initial()
+
+
+@SETTINGS
+@given(n=st.integers(1, 5), D=st.integers(0, 30), M=st.integers(1, 10), prec=st.sampled_from([9, 14, 16, 24]),
+       seed=st.integers(0, 2**32 - 1))
+def test_mixture_round_trip(n, D, M, prec, seed):
+    rng = np.random.default_rng(seed)
+    lw = (rng.normal(size=(n, D, M)) * 3).astype(np.float32)
+    mean = rng.uniform(-10, 265, (n, D, M)).astype(np.float32)
+    ls = rng.uniform(-8, 5, (n, D, M)).astype(np.float32)
+    x = rng.integers(0, 256, (n, D)).astype(np.uint8)
+    m = Messages(n, seed)
+    logistic.push_mixture(m, lw, mean, ls, x, prec)
+    np.testing.assert_array_equal(logistic.pop_mixture(m, lw, mean, ls, prec), x)
+    assert m.is_initial()
+
+
+@SETTINGS
+@given(n=st.integers(1, 4), H=st.integers(1, 5), W=st.integers(1, 5), prec=st.sampled_from([9, 16, 24]),
+       seed=st.integers(0, 2**32 - 1))
+def test_channel_ar_round_trip(n, H, W, prec, seed):
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(0, 255, (n, 3, H, W)).astype(np.float32)
+    ls = rng.uniform(-3, 4, (n, 3, H, W)).astype(np.float32)
+    coef = rng.normal(size=(n, 3, H, W)).astype(np.float32) * 0.5
+    x = rng.integers(0, 256, (n, 3, H, W)).astype(np.uint8)
+    m = Messages(n, seed)
+    logistic.push_ar(m, mean, ls, coef, x, prec)
+    np.testing.assert_array_equal(logistic.pop_ar(m, mean, ls, coef, prec), x)
+    assert m.is_initial()
+    # the AR model really conditions on the decoded channels: starts differ from the plain model
+    s_ar, _ = logistic.ar_starts_freqs(mean, ls, coef, x, prec)
+    s_plain, _ = logistic.starts_freqs(mean, ls, x, prec)
+    np.testing.assert_array_equal(s_ar[:, 0], s_plain[:, 0])
+
+
+def test_channel_ar_matches_explicit_means():
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(0, 255, (2, 3, 2, 2)).astype(np.float32)
+    ls = rng.uniform(0, 2, mean.shape).astype(np.float32)
+    coef = rng.normal(size=mean.shape).astype(np.float32)
+    x = rng.integers(0, 256, mean.shape).astype(np.uint8)
+    m2 = mean.astype(np.float64).copy()
+    m2[:, 1] += coef[:, 0] * x[:, 0]
+    m2[:, 2] += coef[:, 1] * x[:, 0] + coef[:, 2] * x[:, 1]
+    s_ar, f_ar = logistic.ar_starts_freqs(mean, ls, coef, x, 16)
+    s, f = logistic.starts_freqs(m2.astype(np.float32), ls, x, 16)
+    # same up to the float32 rounding of the explicit means
+    assert np.mean(s_ar == s) > 0.9
+
+
+@SETTINGS
+@given(n=st.integers(1, 6), Z=st.integers(0, 20), b=st.integers(1, 16), extra=st.integers(0, 12),
+       seed=st.integers(0, 2**32 - 1), nasty=st.booleans())
+def test_latent_round_trip(n, Z, b, extra, seed, nasty):
+    prec = min(b + extra, 31)
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(n, Z)).astype(np.float32) * 3
+    sigma = np.exp(rng.normal(size=(n, Z)) * 3).astype(np.float32)
+    if nasty and mu.size:
+        mu.ravel()[0], sigma.ravel()[-1] = rng.choice(NASTY), rng.choice(NASTY)
+    m = Messages(n, seed)
+    z = latent.pop_posterior(m, mu, sigma, prec, b)       # from the empty stack: initial bits
+    assert z.shape == (n, Z) and (z.size == 0 or (z.min() >= 0 and z.max() < 1 << b))
+    latent.push_prior(m, z, b)
+    m2 = Messages.from_bytes(m.to_bytes(), seed)
+    np.testing.assert_array_equal(latent.pop_prior(m2, n, Z, b), z)
+    latent.push_posterior(m2, mu, sigma, z, prec, b)
+    assert m2.is_initial()
+
+
+def test_latent_table_and_centres():
+    for b in (1, 2, 8, 16):
+        e, c = latent.edges(b), latent.centres(b).astype(np.float64)
+        assert e.shape == ((1 << b) + 1,) and np.all(np.diff(e) > 0) and np.isneginf(e[0]) and np.isposinf(e[-1])
+        assert np.all((c > e[:-1]) & (c < e[1:]))
+        np.testing.assert_array_equal(c, -c[::-1])
+    assert latent.centres(1)[1] == np.float32(0.6744897501960817)     # median of the upper half
+    assert abs(latent.edges(2)[1] + 0.6744897501960817) < 1e-15
+
+
+def test_latent_posterior_sampling_is_faithful():
+    """Popping from random bits samples q: bucket frequencies match the quantised masses."""
+    rng = np.random.default_rng(0)
+    m = Messages(64, 1)
+    m.push_uniform(rng.integers(0, 1 << 31, (64, 4000)).astype(np.uint32), 31)
+    mu = np.full((64, 1000), 0.7, np.float32)
+    sigma = np.full((64, 1000), 0.3, np.float32)
+    z = latent.pop_posterior(m, mu, sigma, 20, 4)
+    t = latent.cdf_table(mu[:1, :1], sigma[:1, :1], 20, 4)[0].astype(np.float64)
+    expected = np.diff(t) / 2**20
+    got = np.bincount(z.ravel(), minlength=16) / z.size
+    assert np.abs(got - expected).max() < 0.01
+
+
+def test_bits_back_over_families():
+    """Three steps of BB-ANS over ragged lane counts: pop posterior, push likelihood, push prior."""
+    rng = np.random.default_rng(5)
+    L, Z, D, b = 6, 5, 40, 8
+    enc = Messages(L, 9)
+    steps = []
+    for n in (6, 6, 3):
+        mu = rng.normal(size=(n, Z)).astype(np.float32)
+        sg = np.exp(rng.normal(size=(n, Z)) - 1).astype(np.float32)
+        z = latent.pop_posterior(enc, mu, sg, 18, b)
+        mean = latent.centres(b)[z].sum(1, keepdims=True) * 30 + 128 + np.zeros((n, D), np.float32)
+        ls = np.full((n, D), 1.5, np.float32)
+        x = pixels(rng, mean, ls)
+        logistic.push(enc, mean, ls, x, 16)
+        latent.push_prior(enc, z, b)
+        steps.append((mu, sg, z, mean, ls, x))
+    dec = Messages.from_bytes(enc.to_bytes(), 9)
+    for mu, sg, z, mean, ls, x in reversed(steps):
+        n = x.shape[0]
+        z2 = latent.pop_prior(dec, n, Z, b)
+        np.testing.assert_array_equal(z2, z)
+        np.testing.assert_array_equal(logistic.pop(dec, mean, ls, 16), x)
+        latent.push_posterior(dec, mu, sg, z2, 18, b)
+    assert dec.is_initial()
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "logistic"])
+def test_code_length_near_ideal(family):
+    """10^6 symbols cost <= 1.001 x sum(-log2 p_quantised) + the fixed per-lane overhead."""
+    rng = np.random.default_rng(3)
+    lanes, D, prec = 16, 62500, 16
+    m = Messages(lanes, 2)
+    if family == "bernoulli":
+        lg = (rng.normal(size=(lanes, D)) * 3).astype(np.float32)
+        x = (rng.random((lanes, D)) < 1 / (1 + np.exp(-lg))).astype(np.uint8)
+        bernoulli.push(m, lg, x, prec)
+        ideal = bernoulli.code_length(lg, x, prec)
+    else:
+        mean = rng.uniform(0, 255, (lanes, D)).astype(np.float32)
+        ls = rng.uniform(-1, 3, (lanes, D)).astype(np.float32)
+        x = pixels(rng, mean, ls)
+        logistic.push(m, mean, ls, x, prec)
+        ideal = logistic.code_length(logistic.starts_freqs(mean, ls, x, prec), prec)
+    actual = len(m.to_bytes()) * 8
+    overhead = 64 + lanes * (LANE_OVERHEAD_BITS + 33)      # header + per lane (fields + head slack)
+    assert actual <= 1.001 * ideal + overhead, (actual, ideal)
+    assert actual >= ideal - lanes * 64
+
+
+def test_fast_exp_table_and_monotone():
+    import mpmath
+    from bitsback.cdf._exp import _T, fexp
+    mpmath.mp.dps = 40
+    for j in range(32):
+        assert _T[j] == float(mpmath.mpf(2) ** (mpmath.mpf(j) / 32))
+    xs = np.linspace(-50, 50, 200001)
+    ys = np.array([fexp(v) for v in xs])
+    assert np.all(np.diff(ys) >= 0)
+    assert np.max(np.abs(ys / np.exp(xs) - 1)) < 1e-12
+    # around cell boundaries, ulp by ulp
+    for y in (-3.0, 0.0, 1.0, 7.0):
+        x0 = y * math.log(2) / 32
+        v = np.nextafter(x0, -np.inf)
+        prev = fexp(v)
+        for _ in range(50):
+            v = np.nextafter(v, np.inf)
+            cur = fexp(v)
+            assert cur >= prev
+            prev = cur
+
+
+def test_constants_and_errors():
+    assert cdf.LOG_SCALE_MIN == -7.0 and cdf.LOG_SCALE_MAX == 7.0
+    m = Messages(2, 0)
+    with pytest.raises(ValueError):
+        logistic.push(m, np.zeros((3, 1)), np.zeros((3, 1)), np.zeros((3, 1)), 16)   # 3 rows > 2 lanes
+    with pytest.raises(ValueError):
+        logistic.push(m, np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), 8)    # prec < 9
+    with pytest.raises(ValueError):
+        bernoulli.push(m, np.zeros((1, 2)), np.array([[0, 2]]), 8)
+    with pytest.raises(ValueError):
+        latent.push_posterior(m, np.zeros((1, 1)), np.ones((1, 1)), np.array([[16]]), 10, 4)
+    with pytest.raises(ValueError):
+        latent.centres(17)
