@@ -32,5 +32,12 @@ demo: build
 bench: build
 	$(BIN)/python -m pytest bench --benchmark-only
 
+# The C core under AddressSanitizer + UndefinedBehaviorSanitizer (stand-alone driver).
+asan:
+	mkdir -p build
+	$(CC) -std=c99 -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+	    -Icsrc csrc/rans.c csrc/test_rans.c -o build/test_rans_asan
+	ASAN_OPTIONS=detect_leaks=1 ./build/test_rans_asan
+
 clean:
 	rm -rf build src/bitsback/_rans.c src/bitsback/*.so
