@@ -15,11 +15,15 @@ from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, 
 def freq0(logit, prec):
     """Quantised frequency of symbol 0 (uint64) for one float logit."""
     l = np.float64(logit)
-    p0 = 0.5 if l != l else 1.0 / (1.0 + fexp(l))   # NaN -> fair coin
-    one = np.float64(np.uint64(1) << prec)
+    l = 0.0 if l != l else l   # NaN -> fair coin
+    p0 = 1.0 / (1.0 + fexp(l))
+    one = np.float64(np.int64(1) << np.int64(prec))
     f = math.floor(p0 * one + 0.5)
     f = min(max(f, 1.0), one - 1.0)
-    return np.uint64(f)
+    return np.uint64(np.int64(f))
+
+
+BLOCK = 256   # columns per block: phase A (vectorisable CDF maths) then phase B (coding)
 
 
 @njit(cache=True, error_model="numpy")
@@ -27,13 +31,22 @@ def _push(heads, addr, logits, x, prec, lane_lo, lane_hi):
     n, D = logits.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
-    for j in range(D - 1, -1, -1):
+    f0s = np.empty((lane_hi - lane_lo, BLOCK), np.uint64)
+    j1 = D
+    while j1 > 0:
+        j0 = max(j1 - BLOCK, 0)
         for i in range(lane_lo, lane_hi):
-            f0 = freq0(logits[i, j], p)
-            if x[i, j]:
-                push_sym(heads, addr, i, f0, one - f0, p)
-            else:
-                push_sym(heads, addr, i, np.uint64(0), f0, p)
+            r = f0s[i - lane_lo]
+            for t in range(j1 - j0):
+                r[t] = freq0(logits[i, j0 + t], p)
+        for t in range(j1 - j0 - 1, -1, -1):
+            for i in range(lane_lo, lane_hi):
+                f0 = f0s[i - lane_lo, t]
+                if x[i, j0 + t]:
+                    push_sym(heads, addr, i, f0, one - f0, p)
+                else:
+                    push_sym(heads, addr, i, np.uint64(0), f0, p)
+        j1 = j0
 
 
 @njit(cache=True, error_model="numpy")
@@ -42,15 +55,22 @@ def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
-    for j in range(D):
+    f0s = np.empty((lane_hi - lane_lo, BLOCK), np.uint64)
+    for j0 in range(0, D, BLOCK):
+        j1 = min(j0 + BLOCK, D)
         for i in range(lane_lo, lane_hi):
-            f0 = freq0(logits[i, j], p)
-            if peek(heads, i, mask) < f0:
-                out[i, j] = 0
-                advance(heads, addr, i, np.uint64(0), f0, p, mask)
-            else:
-                out[i, j] = 1
-                advance(heads, addr, i, f0, one - f0, p, mask)
+            r = f0s[i - lane_lo]
+            for t in range(j1 - j0):
+                r[t] = freq0(logits[i, j0 + t], p)
+        for t in range(j1 - j0):
+            for i in range(lane_lo, lane_hi):
+                f0 = f0s[i - lane_lo, t]
+                if peek(heads, i, mask) < f0:
+                    out[i, j0 + t] = 0
+                    advance(heads, addr, i, np.uint64(0), f0, p, mask)
+                else:
+                    out[i, j0 + t] = 1
+                    advance(heads, addr, i, f0, one - f0, p, mask)
 
 
 @njit(cache=True, error_model="numpy")

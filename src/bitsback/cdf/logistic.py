@@ -55,7 +55,7 @@ def start_of(k, m, inv_s, M, one):
         return np.uint64(0)
     if k >= 256:
         return one
-    return np.uint64(math.floor(cdf_at(k - 0.5, m, inv_s) * M)) + np.uint64(k)
+    return np.uint64(np.int64(math.floor(cdf_at(k - 0.5, m, inv_s) * M)) + k)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -106,19 +106,32 @@ def search(cf, k, m, inv_s, M, one):
     return lo, s_lo, s_hi - s_lo
 
 
+BLOCK = 256   # columns per block: phase A (vectorisable CDF maths) then phase B (coding)
+
+
 @njit(cache=True, error_model="numpy")
 def _push(heads, addr, mean, log_scale, x, prec, lane_lo, lane_hi):
     n, D = mean.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     M = np.float64(one - np.uint64(256))
-    for j in range(D - 1, -1, -1):
+    ss = np.empty((lane_hi - lane_lo, BLOCK), np.uint64)
+    fs = np.empty((lane_hi - lane_lo, BLOCK), np.uint64)
+    j1 = D
+    while j1 > 0:
+        j0 = max(j1 - BLOCK, 0)
         for i in range(lane_lo, lane_hi):
-            m, inv_s = params(mean[i, j], log_scale[i, j])
-            k = np.int64(x[i, j])
-            lo = start_of(k, m, inv_s, M, one)
-            hi = start_of(k + 1, m, inv_s, M, one)
-            push_sym(heads, addr, i, lo, hi - lo, p)
+            sr, fr = ss[i - lane_lo], fs[i - lane_lo]
+            for t in range(j1 - j0):
+                m, inv_s = params(mean[i, j0 + t], log_scale[i, j0 + t])
+                k = np.int64(x[i, j0 + t])
+                lo = start_of(k, m, inv_s, M, one)
+                sr[t] = lo
+                fr[t] = start_of(k + 1, m, inv_s, M, one) - lo
+        for t in range(j1 - j0 - 1, -1, -1):
+            for i in range(lane_lo, lane_hi):
+                push_sym(heads, addr, i, ss[i - lane_lo, t], fs[i - lane_lo, t], p)
+        j1 = j0
 
 
 @njit(cache=True, error_model="numpy")
@@ -128,13 +141,21 @@ def _pop(heads, addr, mean, log_scale, prec, out, lane_lo, lane_hi):
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     M = np.float64(one - np.uint64(256))
-    for j in range(D):
+    ms = np.empty((lane_hi - lane_lo, BLOCK))
+    ivs = np.empty((lane_hi - lane_lo, BLOCK))
+    for j0 in range(0, D, BLOCK):
+        j1 = min(j0 + BLOCK, D)
         for i in range(lane_lo, lane_hi):
-            m, inv_s = params(mean[i, j], log_scale[i, j])
-            cf = peek(heads, i, mask)
-            k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
-            out[i, j] = k
-            advance(heads, addr, i, s, f, p, mask)
+            mr, ir = ms[i - lane_lo], ivs[i - lane_lo]
+            for t in range(j1 - j0):
+                mr[t], ir[t] = params(mean[i, j0 + t], log_scale[i, j0 + t])
+        for t in range(j1 - j0):
+            for i in range(lane_lo, lane_hi):
+                m, inv_s = ms[i - lane_lo, t], ivs[i - lane_lo, t]
+                cf = peek(heads, i, mask)
+                k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
+                out[i, j0 + t] = k
+                advance(heads, addr, i, s, f, p, mask)
 
 
 @njit(cache=True, error_model="numpy")
