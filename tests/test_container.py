@@ -17,6 +17,7 @@ def header(**over):
         "levels": 2,
         "n": 10,
         "lanes": 2,
+        "shards": [[10, 2, 3]],
         "precision": {"likelihood": 24, "posterior": 24, "latent_bits": 12},
         "latent": 32,
         "k_steps": 0,
@@ -37,13 +38,14 @@ def forge(h, payload=b"abc", raw_header=None):
 
 
 def test_round_trip():
-    blob = container.pack(header(), b"payload-bytes")
+    h0 = header(shards=[[4, 1, 5], [6, 1, 8]])
+    blob = container.pack(h0, b"payload-bytes")
     h, p = container.unpack(blob)
-    assert h == header() and bytes(p) == b"payload-bytes"
+    assert h == h0 and bytes(p) == b"payload-bytes"
 
 
 def test_every_truncation_and_bit_flip_is_rejected():
-    blob = container.pack(header(), bytes(range(50)))
+    blob = container.pack(header(shards=[[10, 2, 50]]), bytes(range(50)))
     for cut in range(len(blob)):
         with pytest.raises(FormatError):
             container.unpack(blob[:cut])
@@ -56,7 +58,7 @@ def test_every_truncation_and_bit_flip_is_rejected():
 
 def test_extension_is_rejected():
     with pytest.raises(FormatError):
-        container.unpack(container.pack(header(), b"x") + b"\0")
+        container.unpack(container.pack(header(), b"xyz") + b"\0")
 
 
 @pytest.mark.parametrize(
@@ -86,6 +88,12 @@ def test_hostile_sizes_raise_limit_error(over):
         {"precision": {"likelihood": 24}},
         {"precision": {"likelihood": 40, "posterior": 24, "latent_bits": 12}},
         {"model": {"name": 3}},
+        {"shards": []},
+        {"shards": [[10, 2]]},
+        {"shards": [[5, 1, 3], [5, 1, 1]]},
+        {"shards": [[10, 11, 3]]},
+        {"shards": [[9, 2, 3]]},
+        {"shards": [[10, 2, 4]]},
     ],
 )
 def test_malformed_fields(over):
@@ -111,7 +119,7 @@ def test_header_length_limit_checked_before_reading():
 
 
 def test_wrong_version():
-    blob = bytearray(container.pack(header(), b""))
+    blob = bytearray(container.pack(header(), b"xyz"))
     blob[6] = 99
     with pytest.raises(FormatError, match="version"):
         container.unpack(bytes(blob))

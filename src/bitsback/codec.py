@@ -21,6 +21,7 @@ import json
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # Target share of the file spent on per-lane overhead when the lane count is chosen from N.
 LANE_OVERHEAD_SHARE = 0.004
 MAX_AUTO_LANES = 256
+# Shards group lanes for parallel coding: one shard below SHARD_MIN_LANES lanes, else at
+# least two, each with at most SHARD_MAX_LANES lanes (large onnxruntime batches stay efficient).
+SHARD_MIN_LANES = 8
+SHARD_MAX_LANES = 32
 
 
 class Model:
@@ -89,6 +94,14 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         ) from None
 
 
+class _Failed(Exception):
+    """A shard failed a decode-time check; turned into IntegrityError with context."""
+
+
+def _shard_seed(seed: int, shard: int) -> int:
+    return (seed * 0x9E3779B97F4A7C15 + shard) & 0xFFFFFFFFFFFFFFFF
+
+
 class Codec:
     """Compress and decompress batches of images with one VAE.
 
@@ -109,7 +122,10 @@ class Codec:
     seed : int
         Seed of the initial bits and of the K-step noise; stored in the file.
     threads : int, optional
-        onnxruntime intra-op threads (default 1, or BITSBACK_THREADS).
+        onnxruntime intra-op threads per call (default 1, or BITSBACK_THREADS).
+    workers : int, optional
+        Threads coding shards in parallel (default: the machine's cores). The output
+        does not depend on it.
 
     A Codec holds no per-call state and may be shared by threads.
 
@@ -121,7 +137,7 @@ class Codec:
     >>> assert (codec.decompress(blob) == images).all()
     """
 
-    def __init__(self, model="mnist-binary", device="auto", k_steps=0, lr=5e-3, lanes=None, seed=0, threads=None):
+    def __init__(self, model="mnist-binary", device="auto", k_steps=0, lr=5e-3, lanes=None, seed=0, threads=None, workers=None):
         self.model = Model(resolve_model(model))
         self.device = device
         self.k_steps = int(k_steps)
@@ -130,6 +146,9 @@ class Codec:
         self.lr = float(lr)
         self.lanes = lanes
         self.seed = int(seed)
+        if not 0 <= self.seed < 2**63:
+            raise ValueError("seed must be in [0, 2**63)")
+        self.workers = workers
         self.encoder = Network(self.model.dir / "encoder.onnx", device, threads)
         self.decoder = Network(self.model.dir / "decoder.onnx", device, threads)
         self.centres = {}
@@ -204,28 +223,85 @@ class Codec:
             raise InputError(f"model {m.name} codes {m.levels} levels per pixel; images contain {int(x.max())}{hint}")
         return np.ascontiguousarray(x)
 
-    # ------------------------------------------------------------------ public API
-    def compress(self, images, progress=None) -> bytes:
-        """Compress uint8 images of the model's shape, (N, *shape) or one image; return bytes."""
-        x = self._check_images(images)
-        m = self.model
-        n = x.shape[0]
+    def plan(self, n: int) -> list[tuple[int, int]]:
+        """Shards for n images as (images, lanes) pairs, in image order.
+
+        Lanes are independent, so they are grouped into shards that are coded in
+        parallel (``workers``) and stored with their own byte ranges. The plan depends
+        only on n and the lane setting, never on the number of workers, so output bytes
+        do not either.
+        """
         lanes = self.choose_lanes(n)
-        prec = m.precision
-        bits = prec["latent_bits"]
+        g = 1 if lanes < SHARD_MIN_LANES else max(2, -(-lanes // SHARD_MAX_LANES))
+        lane_split = [lanes // g + (i < lanes % g) for i in range(g)]
+        plan, done_imgs, done_lanes = [], 0, 0
+        for sl in lane_split:
+            done_lanes += sl
+            end = n * done_lanes // lanes
+            plan.append((end - done_imgs, sl))
+            done_imgs = end
+        return plan
+
+    def _encode_shard(self, x: np.ndarray, lanes: int, shard: int, progress) -> bytes:
+        prec, bits = self.model.precision, self.model.precision["latent_bits"]
         centres = self._centres(bits)
-        flat = x.reshape(n, m.dim)
-        msgs = Messages(lanes, self.seed)
-        steps = -(-n // lanes)
-        for t in range(steps):
-            xs = flat[t * lanes : (t + 1) * lanes]
-            mu, sigma = self._posterior(xs, t)
+        msgs = Messages(lanes, _shard_seed(self.seed, shard))
+        for t in range(-(-len(x) // lanes)):
+            xs = x[t * lanes : (t + 1) * lanes]
+            mu, sigma = self._posterior(xs, (shard << 32) | t)
             z = cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits)
             out = self.decoder(z=centres[z])
             self._push_x(msgs, out, xs, prec["likelihood"])
             cdf.latent.push_prior(msgs, z, bits)
             if progress:
                 progress(len(xs))
+        return msgs.to_bytes()
+
+    def _decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress) -> np.ndarray:
+        m, bits = self.model, prec["latent_bits"]
+        try:
+            msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
+        except CorruptMessageError:
+            raise
+        except (ValueError, MemoryError) as e:
+            raise CorruptMessageError(f"shard {shard}: payload is malformed: {e}") from None
+        if msgs.lanes != lanes:
+            raise FormatError(f"shard {shard} holds {msgs.lanes} lanes, header says {lanes}")
+        centres = self._centres(bits)
+        x = np.empty((n, m.dim), np.uint8)
+        for t in reversed(range(-(-n // lanes))):
+            lo, hi = t * lanes, min(n, (t + 1) * lanes)
+            z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
+            out = self.decoder(z=centres[z])
+            xs = self._pop_x(msgs, out, prec["likelihood"])
+            mu, sigma = self._posterior(xs, (shard << 32) | t)
+            cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
+            x[lo:hi] = xs
+            if progress:
+                progress(hi - lo)
+        if not msgs.is_initial():
+            raise _Failed(f"shard {shard} did not end in its initial state")
+        return x
+
+    def _map(self, fn, jobs):
+        workers = min(self.workers or os.cpu_count() or 1, len(jobs))
+        if workers <= 1:
+            return [fn(*j) for j in jobs]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda j: fn(*j), jobs))
+
+    # ------------------------------------------------------------------ public API
+    def compress(self, images, progress=None) -> bytes:
+        """Compress uint8 images of the model's shape, (N, *shape) or one image; return bytes."""
+        x = self._check_images(images)
+        m = self.model
+        n = x.shape[0]
+        flat = x.reshape(n, m.dim)
+        plan = self.plan(n)
+        starts = np.cumsum([0] + [c for c, _ in plan])
+        payloads = self._map(
+            self._encode_shard, [(flat[starts[g] : starts[g + 1]], sl, g, progress) for g, (_, sl) in enumerate(plan)]
+        )
         header = {
             "model": {"name": m.name, "sha256": m.sha256},
             "likelihood": m.likelihood,
@@ -233,8 +309,9 @@ class Codec:
             "dtype": "uint8",
             "levels": m.levels,
             "n": n,
-            "lanes": lanes,
-            "precision": dict(prec),
+            "lanes": sum(sl for _, sl in plan),
+            "shards": [[c, sl, len(p)] for (c, sl), p in zip(plan, payloads)],
+            "precision": dict(m.precision),
             "latent": m.latent,
             "k_steps": self.k_steps,
             "lr": self.lr,
@@ -242,7 +319,7 @@ class Codec:
             "runtime": describe(self.encoder.provider),
             "data_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
         }
-        return container.pack(header, msgs.to_bytes())
+        return container.pack(header, b"".join(payloads))
 
     def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None) -> np.ndarray:
         """Decode bytes made by :meth:`compress`; return uint8 images (N, *shape).
@@ -260,43 +337,32 @@ class Codec:
             )
         if tuple(header["shape"]) != m.shape or header["latent"] != m.latent or header["likelihood"] != m.likelihood:
             raise FormatError("header shape/latent/likelihood disagree with the model it names")
-        n, lanes, prec = header["n"], header["lanes"], header["precision"]
-        k_steps, lr, seed = header["k_steps"], float(header["lr"]), header["seed"]
-        bits = prec["latent_bits"]
+        n, prec = header["n"], header["precision"]
+        dec = self
+        if (header["k_steps"], float(header["lr"]), header["seed"]) != (self.k_steps, self.lr, self.seed):
+            dec = self._replica(header["k_steps"], float(header["lr"]), header["seed"])
+        jobs, offset = [], 0
+        for g, (count, lanes, nbytes) in enumerate(header["shards"]):
+            jobs.append((bytes(payload[offset : offset + nbytes]), count, lanes, g, prec, progress))
+            offset += nbytes
         try:
-            msgs = Messages.from_bytes(bytes(payload), seed)
-        except CorruptMessageError:
-            raise
-        except (ValueError, MemoryError) as e:
-            raise CorruptMessageError(f"payload is malformed: {e}") from None
-        if msgs.lanes != lanes:
-            raise FormatError(f"payload holds {msgs.lanes} lanes, header says {lanes}")
-        centres = self._centres(bits)
-        flat = np.empty((n, m.dim), np.uint8)
-        steps = -(-n // lanes)
-        dec = self if (k_steps == self.k_steps and lr == self.lr and seed == self.seed) else self._replica(k_steps, lr, seed)
-        for t in reversed(range(steps)):
-            lo, hi = t * lanes, min(n, (t + 1) * lanes)
-            z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
-            out = self.decoder(z=centres[z])
-            xs = self._pop_x(msgs, out, prec["likelihood"])
-            mu, sigma = dec._posterior(xs, t)
-            cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
-            flat[lo:hi] = xs
-            if progress:
-                progress(hi - lo)
-        images = flat.reshape((n, *m.shape))
-        if not msgs.is_initial() or hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
-            here = describe(self.encoder.provider)
-            there = header["runtime"]
-            why = (
-                f"; it was made with {there} and is decoded with {here}: float networks are not "
-                "guaranteed to agree across runtimes"
-                if there != here
-                else ""
-            )
-            raise IntegrityError("decoded data failed its integrity check" + why)
+            parts = dec._map(dec._decode_shard, jobs)
+        except _Failed as e:
+            raise self._integrity_error(header, str(e)) from None
+        images = np.concatenate(parts).reshape((n, *m.shape))
+        if hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
+            raise self._integrity_error(header, "the decoded images do not match the recorded sha256")
         return images
+
+    def _integrity_error(self, header, what) -> IntegrityError:
+        here, there = describe(self.encoder.provider), header["runtime"]
+        why = (
+            f"; the file was made with {there} and is decoded with {here}: float networks "
+            "are not guaranteed to agree across runtimes"
+            if there != here
+            else ""
+        )
+        return IntegrityError(f"decoded data failed its integrity check: {what}{why}")
 
     def _replica(self, k_steps, lr, seed) -> "Codec":
         """This codec with another K-step setting (as recorded in a file), sharing sessions."""

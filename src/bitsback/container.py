@@ -37,6 +37,7 @@ HEADER_FIELDS = {
     "levels": (int, True),          # symbol alphabet size per pixel
     "n": (int, True),
     "lanes": (int, True),
+    "shards": (list, True),         # [[images, lanes, payload bytes], ...] in image order
     "precision": (dict, True),      # {"likelihood": int, "posterior": int, "latent_bits": int}
     "latent": (int, True),
     "k_steps": (int, True),
@@ -54,6 +55,7 @@ class Limits:
     max_header_bytes: int = 1 << 20
     max_images: int = 1 << 28
     max_lanes: int = 1 << 16
+    max_shards: int = 1 << 16
     max_pixels_per_image: int = 1 << 24
     max_latent: int = 1 << 16
     max_k_steps: int = 10_000
@@ -101,6 +103,8 @@ def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryvi
     if plen != len(body) - pstart:
         raise FormatError(f"payload length {plen} does not match the file ({len(body) - pstart} bytes)")
     check_header(header, limits)
+    if sum(s[2] for s in header["shards"]) != plen:
+        raise FormatError("shard byte counts do not add up to the payload length")
     return header, body[pstart:]
 
 
@@ -142,6 +146,20 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
         if not isinstance(v, int) or isinstance(v, bool):
             raise FormatError(f"header precision lacks integer {key!r}")
         _range(f"precision.{key}", v, lo, hi)
+    shards = header["shards"]
+    if not 1 <= len(shards) <= min(limits.max_shards, header["lanes"]):
+        raise FormatError(f"header lists {len(shards)} shards for {header['lanes']} lanes")
+    images = lanes = 0
+    for s in shards:
+        if not (isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in s)):
+            raise FormatError(f"malformed shard entry {s!r}")
+        count, sl, nbytes = s
+        if not (1 <= sl <= count and nbytes >= 0):
+            raise FormatError(f"shard entry {s!r} is inconsistent")
+        images += count
+        lanes += sl
+    if images != header["n"] or lanes != header["lanes"]:
+        raise FormatError("shard entries do not add up to the header's n and lanes")
     model = header["model"]
     if not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
         raise FormatError("header model must have string 'name' and 'sha256'")

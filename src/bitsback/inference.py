@@ -46,7 +46,7 @@ class Optimiser:
             opt = torch.optim.Adam([mu_t, rho_t], lr=lr)
             gen = torch.Generator()
             for i in range(k):
-                gen.manual_seed((seed * 1_000_003 + step) * 1009 + i)
+                gen.manual_seed(((seed * 1_000_003 + step) * 1009 + i) % (1 << 63))
                 eps = torch.randn(mu_t.shape, generator=gen)
                 s = F.softplus(rho_t)
                 z = mu_t + s * eps

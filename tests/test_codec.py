@@ -1,0 +1,142 @@
+"""Exact round trips through the real coder, real onnxruntime sessions and bundled models."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bitsback
+from bitsback import container, datasets
+from bitsback.errors import FormatError, InputError, IntegrityError, ModelMismatchError
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "t10k-images-idx3-ubyte.gz"
+
+
+@pytest.fixture(scope="module")
+def grey():
+    return datasets.load(DATA)[:400]
+
+
+@pytest.fixture(scope="module")
+def images(grey):
+    return {"mnist-binary": datasets.binarize(grey), "mnist-grey": grey}
+
+
+@pytest.fixture(scope="module")
+def codecs():
+    return {m: bitsback.load(m, device="cpu") for m in ("mnist-binary", "mnist-grey")}
+
+
+@pytest.mark.parametrize("model", ["mnist-binary", "mnist-grey"])
+@pytest.mark.parametrize("lanes,n", [(1, 1), (1, 5), (7, 45), (256, 300)])
+def test_round_trip(codecs, images, model, lanes, n):
+    x = images[model][:n]
+    codec = bitsback.load(model, device="cpu", lanes=lanes)
+    blob = codec.compress(x)
+    header, _ = container.unpack(blob)
+    assert header["lanes"] == min(lanes, n) and header["n"] == n
+    out = codecs[model].decompress(blob)  # another Codec instance decodes
+    assert out.dtype == np.uint8 and out.shape == x.shape
+    assert np.array_equal(out, x)
+
+
+@pytest.mark.parametrize("model", ["mnist-binary", "mnist-grey"])
+def test_k_steps_round_trip_and_gain(images, model):
+    x = images[model][:30]
+    sizes = {}
+    for k in (0, 3):
+        codec = bitsback.load(model, device="cpu", k_steps=k, lanes=7)
+        blob = codec.compress(x)
+        assert np.array_equal(bitsback.load(model, device="cpu").decompress(blob), x)
+        sizes[k] = len(blob)
+    # A few Adam steps on the ELBO should not make the file larger by more than noise.
+    assert sizes[3] <= sizes[0] * 1.01
+
+
+def test_single_image_without_batch_axis(codecs, images):
+    x = images["mnist-grey"][3]
+    out = codecs["mnist-grey"].decompress(codecs["mnist-grey"].compress(x))
+    assert out.shape == (1, 28, 28) and np.array_equal(out[0], x)
+
+
+def test_decoding_in_a_fresh_process(tmp_path, codecs, images):
+    x = images["mnist-grey"][:40]
+    (tmp_path / "a.bba").write_bytes(bitsback.load("mnist-grey", device="cpu", lanes=3).compress(x))
+    script = textwrap.dedent(f"""
+        import numpy as np, bitsback
+        out = bitsback.load("mnist-grey", device="cpu", threads=2).decompress(open({str(tmp_path / 'a.bba')!r}, "rb").read())
+        np.save({str(tmp_path / 'b.npy')!r}, out)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert np.array_equal(np.load(tmp_path / "b.npy"), x)
+
+
+def test_wrong_model_raises(codecs, images):
+    blob = codecs["mnist-grey"].compress(images["mnist-grey"][:5])
+    with pytest.raises(ModelMismatchError):
+        codecs["mnist-binary"].decompress(blob)
+
+
+def test_corrupt_and_truncated_raise(codecs, images):
+    blob = codecs["mnist-binary"].compress(images["mnist-binary"][:20])
+    with pytest.raises(FormatError):
+        codecs["mnist-binary"].decompress(blob[:-1])
+    with pytest.raises(FormatError):
+        codecs["mnist-binary"].decompress(blob[: len(blob) // 2])
+    bad = bytearray(blob)
+    bad[len(bad) // 2] ^= 1
+    with pytest.raises(FormatError):
+        codecs["mnist-binary"].decompress(bytes(bad))
+
+
+def _reseal(body: bytes) -> bytes:
+    return body + hashlib.sha256(body).digest()
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.95])
+def test_tampered_payload_with_valid_checksum_never_returns_wrong_images(codecs, images, where):
+    x = images["mnist-grey"][:20]
+    blob = codecs["mnist-grey"].compress(x)
+    body = bytearray(blob[:-32])
+    header, payload = container.unpack(blob)
+    start = len(body) - len(payload)
+    body[start + int(where * (len(payload) - 1))] ^= 0x5A
+    with pytest.raises((FormatError, IntegrityError)):
+        codecs["mnist-grey"].decompress(_reseal(bytes(body)))
+
+
+def test_tampered_header_hash_is_integrity_error(codecs, images):
+    x = images["mnist-binary"][:10]
+    header, payload = container.unpack(codecs["mnist-binary"].compress(x))
+    header["data_sha256"] = "0" * 64
+    with pytest.raises(IntegrityError):
+        codecs["mnist-binary"].decompress(container.pack(header, bytes(payload)))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 28, 27), np.uint8),
+        np.zeros((2, 784), np.uint8),
+        np.zeros((0, 28, 28), np.uint8),
+        np.zeros((2, 28, 28), np.float32) + 0.5,
+        np.full((2, 28, 28), 255, np.uint8),  # not binary
+    ],
+)
+def test_bad_input_is_input_error(codecs, bad):
+    with pytest.raises(InputError):
+        codecs["mnist-binary"].compress(bad)
+
+
+def test_size_accounting(codecs, images):
+    """Every byte is the header, the lanes' messages, or the checksum; nothing else."""
+    x = images["mnist-binary"][:100]
+    blob = codecs["mnist-binary"].compress(x)
+    header, payload = container.unpack(blob)
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    assert len(blob) == 8 + 4 + len(head) + 8 + len(payload) + 32
