@@ -274,6 +274,10 @@ class Codec:
             z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
             out = self.decoder(z=centres[z])
             xs = self._pop_x(msgs, out, prec["likelihood"])
+            if msgs.words_drawn().any():
+                # A correct decode only takes words the encoder emitted; drawing from the
+                # generator means the payload ran out: corrupt or forged.
+                raise CorruptMessageError(f"shard {shard}: payload exhausted at step {t}")
             mu, sigma = self._posterior(xs, (shard << 32) | t)
             cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
             x[lo:hi] = xs

@@ -59,6 +59,9 @@ class Limits:
     max_pixels_per_image: int = 1 << 24
     max_latent: int = 1 << 16
     max_k_steps: int = 10_000
+    # Decoded bytes per payload byte: a legitimate file of near-empty images stays far
+    # below this; a 2 kB hostile file cannot make the decoder allocate gigabytes.
+    max_expansion: int = 1 << 12
 
 
 DEFAULT_LIMITS = Limits()
@@ -96,8 +99,8 @@ def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryvi
     hstart = _PREFIX.size
     try:
         header = json.loads(bytes(view[hstart : hstart + hlen]).decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"header is not valid JSON: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError(f"header is not valid JSON: {type(e).__name__}") from None
     (plen,) = _U64.unpack_from(view, hstart + hlen)
     pstart = hstart + hlen + _U64.size
     if plen != len(body) - pstart:
@@ -105,6 +108,12 @@ def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryvi
     check_header(header, limits)
     if sum(s[2] for s in header["shards"]) != plen:
         raise FormatError("shard byte counts do not add up to the payload length")
+    decoded = header["n"] * _prod(header["shape"])
+    if decoded > limits.max_expansion * max(plen, 1):
+        raise LimitError(
+            f"header claims {decoded} decoded bytes from a {plen}-byte payload "
+            f"(more than Limits.max_expansion = {limits.max_expansion} times)"
+        )
     return header, body[pstart:]
 
 
@@ -141,11 +150,16 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
     if header["dtype"] != "uint8":
         raise FormatError(f"unsupported dtype {header['dtype']!r}")
     prec = header["precision"]
-    for key, lo, hi in (("likelihood", 1, 31), ("posterior", 1, 31), ("latent_bits", 1, 20)):
+    for key in ("likelihood", "posterior", "latent_bits"):
         v = prec.get(key)
         if not isinstance(v, int) or isinstance(v, bool):
             raise FormatError(f"header precision lacks integer {key!r}")
-        _range(f"precision.{key}", v, lo, hi)
+    # What the coder accepts: b <= 16 bucket bits, posterior precision >= b, and a
+    # likelihood precision that leaves every one of `levels` symbols a frequency >= 1.
+    _range("precision.latent_bits", prec["latent_bits"], 1, 16)
+    _range("precision.posterior", prec["posterior"], prec["latent_bits"], 31)
+    min_lik = 9 if header["levels"] > 2 else 1
+    _range("precision.likelihood", prec["likelihood"], min_lik, 31)
     shards = header["shards"]
     if not 1 <= len(shards) <= min(limits.max_shards, header["lanes"]):
         raise FormatError(f"header lists {len(shards)} shards for {header['lanes']} lanes")
@@ -163,6 +177,13 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
     model = header["model"]
     if not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
         raise FormatError("header model must have string 'name' and 'sha256'")
+
+
+def _prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
 
 
 def _range(name: str, value: int, lo: int, hi: int) -> None:

@@ -26,7 +26,7 @@ def freq0(logit, prec):
 BLOCK = 256   # columns per block: phase A (vectorisable CDF maths) then phase B (coding)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _push(heads, addr, logits, x, prec, lane_lo, lane_hi):
     n, D = logits.shape
     p = np.uint64(prec)
@@ -49,7 +49,7 @@ def _push(heads, addr, logits, x, prec, lane_lo, lane_hi):
         j1 = j0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
     n, D = logits.shape
     p = np.uint64(prec)
@@ -73,7 +73,7 @@ def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
                     advance(heads, addr, i, f0, one - f0, p, mask)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _starts_freqs(logits, x, prec):
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -90,14 +90,14 @@ def _starts_freqs(logits, x, prec):
 
 # ---- lane-parallel drivers: lanes are independent, so chunks of lanes run on threads ----
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _push_par(heads, addr, logits, x, prec, chunks):
     n = logits.shape[0]
     for c in prange(chunks):
         _push(heads, addr, logits, x, prec, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _pop_par(heads, addr, logits, prec, out, chunks):
     n = logits.shape[0]
     for c in prange(chunks):

@@ -124,7 +124,7 @@ def search(cf, k, m, s, table, shift, nb, M, one):
     return lo, s_lo, s_hi - s_lo
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _push_post(heads, addr, mu, sigma, idx, prec, b, table, lane_lo, lane_hi):
     n, Z = mu.shape
     p = np.uint64(prec)
@@ -141,7 +141,7 @@ def _push_post(heads, addr, mu, sigma, idx, prec, b, table, lane_lo, lane_hi):
             push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pop_post(heads, addr, mu, sigma, prec, b, table, out, lane_lo, lane_hi):
     n, Z = mu.shape
     p = np.uint64(prec)
@@ -159,7 +159,7 @@ def _pop_post(heads, addr, mu, sigma, prec, b, table, out, lane_lo, lane_hi):
             advance(heads, addr, i, st, f, p, mask)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cdf_table(mu, sigma, prec, b, table):
     one = np.uint64(1) << np.uint64(prec)
     nb = 1 << b
@@ -176,14 +176,14 @@ def _cdf_table(mu, sigma, prec, b, table):
 
 # ---- lane-parallel drivers: lanes are independent, so chunks of lanes run on threads ----
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _push_post_par(heads, addr, mu, sigma, idx, prec, b, table, chunks):
     n = mu.shape[0]
     for c in prange(chunks):
         _push_post(heads, addr, mu, sigma, idx, prec, b, table, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _pop_post_par(heads, addr, mu, sigma, prec, b, table, out, chunks):
     n = mu.shape[0]
     for c in prange(chunks):

@@ -109,7 +109,7 @@ def search(cf, k, m, inv_s, M, one):
 BLOCK = 256   # columns per block: phase A (vectorisable CDF maths) then phase B (coding)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _push(heads, addr, mean, log_scale, x, prec, lane_lo, lane_hi):
     n, D = mean.shape
     p = np.uint64(prec)
@@ -134,7 +134,7 @@ def _push(heads, addr, mean, log_scale, x, prec, lane_lo, lane_hi):
         j1 = j0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pop(heads, addr, mean, log_scale, prec, out, lane_lo, lane_hi):
     n, D = mean.shape
     p = np.uint64(prec)
@@ -158,7 +158,7 @@ def _pop(heads, addr, mean, log_scale, prec, out, lane_lo, lane_hi):
                 advance(heads, addr, i, s, f, p, mask)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cdf_table(mean, log_scale, prec):
     one = np.uint64(1) << np.uint64(prec)
     M = np.float64(one - np.uint64(256))
@@ -186,7 +186,7 @@ def ar_mean(mean, coef, xs, i, c, h, w):
     return mu
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _push_ar(heads, addr, mean, log_scale, coef, x, prec, lane_lo, lane_hi):
     n, C, H, W = mean.shape
     p = np.uint64(prec)
@@ -203,7 +203,7 @@ def _push_ar(heads, addr, mean, log_scale, coef, x, prec, lane_lo, lane_hi):
                 push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pop_ar(heads, addr, mean, log_scale, coef, prec, out, lane_lo, lane_hi):
     n, C, H, W = mean.shape
     p = np.uint64(prec)
@@ -222,7 +222,7 @@ def _pop_ar(heads, addr, mean, log_scale, coef, prec, out, lane_lo, lane_hi):
                 advance(heads, addr, i, s, f, p, mask)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ar_starts_freqs(mean, log_scale, coef, x, prec):
     n, C, H, W = mean.shape
     one = np.uint64(1) << np.uint64(prec)
@@ -280,7 +280,7 @@ def mix_start(k, scratch, M, one):
     return np.uint64(math.floor(F * M)) + np.uint64(k)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _push_mix(heads, addr, lw, mean, log_scale, x, prec, lane_lo, lane_hi):
     n, D, K = mean.shape
     p = np.uint64(prec)
@@ -296,7 +296,7 @@ def _push_mix(heads, addr, lw, mean, log_scale, x, prec, lane_lo, lane_hi):
             push_sym(heads, addr, i, lo, hi - lo, p)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _pop_mix(heads, addr, lw, mean, log_scale, prec, out, lane_lo, lane_hi):
     n, D, K = mean.shape
     p = np.uint64(prec)
@@ -321,7 +321,7 @@ def _pop_mix(heads, addr, lw, mean, log_scale, prec, out, lane_lo, lane_hi):
             advance(heads, addr, i, s_lo, s_hi - s_lo, p, mask)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mix_starts_freqs(lw, mean, log_scale, x, prec):
     n, D, K = mean.shape
     one = np.uint64(1) << np.uint64(prec)
@@ -342,42 +342,42 @@ def _mix_starts_freqs(lw, mean, log_scale, x, prec):
 
 # ---- lane-parallel drivers: lanes are independent, so chunks of lanes run on threads ----
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _push_par(heads, addr, mean, log_scale, x, prec, chunks):
     n = mean.shape[0]
     for c in prange(chunks):
         _push(heads, addr, mean, log_scale, x, prec, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _pop_par(heads, addr, mean, log_scale, prec, out, chunks):
     n = mean.shape[0]
     for c in prange(chunks):
         _pop(heads, addr, mean, log_scale, prec, out, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _push_ar_par(heads, addr, mean, log_scale, coef, x, prec, chunks):
     n = mean.shape[0]
     for c in prange(chunks):
         _push_ar(heads, addr, mean, log_scale, coef, x, prec, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _pop_ar_par(heads, addr, mean, log_scale, coef, prec, out, chunks):
     n = mean.shape[0]
     for c in prange(chunks):
         _pop_ar(heads, addr, mean, log_scale, coef, prec, out, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _push_mix_par(heads, addr, lw, mean, log_scale, x, prec, chunks):
     n = mean.shape[0]
     for c in prange(chunks):
         _push_mix(heads, addr, lw, mean, log_scale, x, prec, c * n // chunks, (c + 1) * n // chunks)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _pop_mix_par(heads, addr, lw, mean, log_scale, prec, out, chunks):
     n = mean.shape[0]
     for c in prange(chunks):
