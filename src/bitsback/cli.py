@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
 
-    for name, help_ in (("train", "train a VAE or an encoder objective (needs torch)"), ("export", "export a trained VAE to ONNX")):
+    for name, help_ in (
+        ("train", "train a VAE or an encoder objective (needs torch)"),
+        ("export", "export a trained VAE to ONNX"),
+        ("bench", "measure rate, throughput, per-image latency, the K sweep and classical codecs"),
+    ):
         s = sub.add_parser(name, help=help_, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=None, passthrough=name)
@@ -172,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "export"):
+    if argv and argv[0] in ("train", "export", "bench"):
         import importlib
 
         return importlib.import_module(f"bitsback.{argv[0]}").main(argv[1:]) or 0
