@@ -7,6 +7,8 @@ import pytest
 from bitsback import container
 from bitsback.errors import FormatError, LimitError
 
+SH = "a" * 32
+
 
 def header(**over):
     h = {
@@ -17,7 +19,7 @@ def header(**over):
         "levels": 2,
         "n": 10,
         "lanes": 2,
-        "shards": [[10, 2, 3]],
+        "shards": [[10, 2, 3, SH]],
         "precision": {"likelihood": 24, "posterior": 24, "latent_bits": 12},
         "latent": 32,
         "k_steps": 0,
@@ -38,14 +40,14 @@ def forge(h, payload=b"abc", raw_header=None):
 
 
 def test_round_trip():
-    h0 = header(shards=[[4, 1, 5], [6, 1, 8]])
+    h0 = header(shards=[[4, 1, 5, SH], [6, 1, 8, SH]])
     blob = container.pack(h0, b"payload-bytes")
     h, p = container.unpack(blob)
     assert h == h0 and bytes(p) == b"payload-bytes"
 
 
 def test_every_truncation_and_bit_flip_is_rejected():
-    blob = container.pack(header(shards=[[10, 2, 50]]), bytes(range(50)))
+    blob = container.pack(header(shards=[[10, 2, 50, SH]]), bytes(range(50)))
     for cut in range(len(blob)):
         with pytest.raises(FormatError):
             container.unpack(blob[:cut])
@@ -89,11 +91,12 @@ def test_hostile_sizes_raise_limit_error(over):
         {"precision": {"likelihood": 40, "posterior": 24, "latent_bits": 12}},
         {"model": {"name": 3}},
         {"shards": []},
-        {"shards": [[10, 2]]},
-        {"shards": [[5, 1, 3], [5, 1, 1]]},
-        {"shards": [[10, 11, 3]]},
-        {"shards": [[9, 2, 3]]},
-        {"shards": [[10, 2, 4]]},
+        {"shards": [[10, 2, 3]]},
+        {"shards": [[10, 2, 3, "abc"]]},
+        {"shards": [[5, 1, 3, SH], [5, 1, 1, SH]]},
+        {"shards": [[10, 11, 3, SH]]},
+        {"shards": [[9, 2, 3, SH]]},
+        {"shards": [[10, 2, 4, SH]]},
     ],
 )
 def test_malformed_fields(over):

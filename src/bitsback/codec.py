@@ -98,6 +98,11 @@ class _Failed(Exception):
     """A shard failed a decode-time check; turned into IntegrityError with context."""
 
 
+def _digest(images: np.ndarray) -> str:
+    """128-bit hex digest of a shard's images (the file also holds the full sha256 of all)."""
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:32]
+
+
 def _shard_seed(seed: int, shard: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + shard) & 0xFFFFFFFFFFFFFFFF
 
@@ -257,7 +262,7 @@ class Codec:
                 progress(len(xs))
         return msgs.to_bytes()
 
-    def _decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress) -> np.ndarray:
+    def _decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress, digest: str, first: int) -> np.ndarray:
         m, bits = self.model, prec["latent_bits"]
         try:
             msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
@@ -285,6 +290,8 @@ class Codec:
                 progress(hi - lo)
         if not msgs.is_initial():
             raise _Failed(f"shard {shard} did not end in its initial state")
+        if _digest(x) != digest:
+            raise _Failed(f"shard {shard} (images {first}..{first + n - 1}) does not match its recorded hash")
         return x
 
     def _map(self, fn, jobs):
@@ -314,7 +321,9 @@ class Codec:
             "levels": m.levels,
             "n": n,
             "lanes": sum(sl for _, sl in plan),
-            "shards": [[c, sl, len(p)] for (c, sl), p in zip(plan, payloads)],
+            "shards": [
+                [c, sl, len(p), _digest(flat[starts[g] : starts[g + 1]])] for g, ((c, sl), p) in enumerate(zip(plan, payloads))
+            ],
             "precision": dict(m.precision),
             "latent": m.latent,
             "k_steps": self.k_steps,
@@ -325,8 +334,11 @@ class Codec:
         }
         return container.pack(header, b"".join(payloads))
 
-    def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None) -> np.ndarray:
+    def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None, start=None, stop=None) -> np.ndarray:
         """Decode bytes made by :meth:`compress`; return uint8 images (N, *shape).
+
+        ``start``/``stop`` select an image range: only the shards that hold it are
+        decoded (and each is checked against its own hash).
 
         Raises FormatError (corrupt/truncated/hostile), ModelMismatchError (made with
         another model) or IntegrityError (decoded data failed its checks); never returns
@@ -345,18 +357,28 @@ class Codec:
         dec = self
         if (header["k_steps"], float(header["lr"]), header["seed"]) != (self.k_steps, self.lr, self.seed):
             dec = self._replica(header["k_steps"], float(header["lr"]), header["seed"])
-        jobs, offset = [], 0
-        for g, (count, lanes, nbytes) in enumerate(header["shards"]):
-            jobs.append((bytes(payload[offset : offset + nbytes]), count, lanes, g, prec, progress))
+        lo, hi, _ = slice(start, stop).indices(n)
+        hi = max(lo, hi)
+        whole = (lo, hi) == (0, n)
+        jobs, offset, first = [], 0, 0
+        for g, (count, lanes, nbytes, digest) in enumerate(header["shards"]):
+            if first < hi and first + count > lo or (whole and count):
+                jobs.append((bytes(payload[offset : offset + nbytes]), count, lanes, g, prec, progress, digest, first))
             offset += nbytes
+            first += count
+        if not jobs:
+            return np.empty((0, *m.shape), np.uint8)
         try:
             parts = dec._map(dec._decode_shard, jobs)
         except _Failed as e:
             raise self._integrity_error(header, str(e)) from None
-        images = np.concatenate(parts).reshape((n, *m.shape))
-        if hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
-            raise self._integrity_error(header, "the decoded images do not match the recorded sha256")
-        return images
+        images = np.concatenate(parts).reshape((-1, *m.shape))
+        if whole:
+            if hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
+                raise self._integrity_error(header, "the decoded images do not match the recorded sha256")
+            return images
+        base = jobs[0][7]
+        return images[lo - base : hi - base]
 
     def _integrity_error(self, header, what) -> IntegrityError:
         here, there = describe(self.encoder.provider), header["runtime"]

@@ -37,7 +37,7 @@ HEADER_FIELDS = {
     "levels": (int, True),          # symbol alphabet size per pixel
     "n": (int, True),
     "lanes": (int, True),
-    "shards": (list, True),         # [[images, lanes, payload bytes], ...] in image order
+    "shards": (list, True),         # [[images, lanes, payload bytes, images sha256/128 hex], ...]
     "precision": (dict, True),      # {"likelihood": int, "posterior": int, "latent_bits": int}
     "latent": (int, True),
     "k_steps": (int, True),
@@ -165,9 +165,15 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
         raise FormatError(f"header lists {len(shards)} shards for {header['lanes']} lanes")
     images = lanes = 0
     for s in shards:
-        if not (isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in s)):
-            raise FormatError(f"malformed shard entry {s!r}")
-        count, sl, nbytes = s
+        if not (
+            isinstance(s, list)
+            and len(s) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in s[:3])
+            and isinstance(s[3], str)
+            and len(s[3]) == 32
+        ):
+            raise FormatError(f"malformed shard entry {str(s)[:80]}")
+        count, sl, nbytes, _ = s
         if not (1 <= sl <= count and nbytes >= 0):
             raise FormatError(f"shard entry {s!r} is inconsistent")
         images += count
