@@ -5,9 +5,8 @@ Every outcome of decoding a mutated file must be the exact images or a documente
 file's size does not justify, or wrong images. The long run is ``bench/fuzz.py``; results are
 in docs/RELIABILITY.md.
 
-Tests marked ``xfail(strict=True)`` reproduce bugs found by the fuzzer in files this suite's
-owner does not own; each reason names the fix (see docs/RELIABILITY.md, "Open findings").
-When the fix lands the test XPASSes, fails as strict, and the marker must be removed.
+The tests at the end reproduce the bugs the fuzzer found (docs/RELIABILITY.md, findings F1-F3);
+they were strict xfails until the fixes landed in 3e55bec and now guard against regressions.
 """
 
 import hashlib
@@ -67,9 +66,9 @@ def _alarm(seconds):
 
 
 # ----------------------------------------------------------------------------- bounded fuzz run
-# Outcome classes that are known bugs in files owned elsewhere, each with a strict xfail below.
-# Everything else that is not exact or a BitsbackError fails this test.
-KNOWN = {"undocumented:RecursionError", "undocumented:ValueError", "memory"}
+# Outcome classes that are known, still-open bugs in files owned elsewhere (each with a strict
+# xfail test). Everything else that is not exact or a BitsbackError fails this test.
+KNOWN: set[str] = set()
 
 
 def test_bounded_fuzz_run():
@@ -105,27 +104,10 @@ class HypothesisRand:
         return self.data.draw(st.binary(min_size=n, max_size=n))
 
 
-# The three known-bug triggers (huge n, hostile precisions, deep JSON nesting) have their own
-# strict-xfail tests below; this property keeps to the rest so that it is a regression guard.
-def _known_trigger(blob):
-    try:
-        h, _ = container.unpack(blob)
-    except RecursionError:
-        return True
-    except BitsbackError:
-        return False
-    if h["n"] > 64:
-        return True
-    p = h["precision"]
-    return not (p["latent_bits"] <= 16 and p["latent_bits"] <= p["posterior"] and 9 <= p["likelihood"] <= 31)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_hypothesis_mutations_decode_exactly_or_raise_documented(seeds, oracle, data):
     si, names, blob = fuzz.mutate(seeds, HypothesisRand(data))
-    if _known_trigger(blob):
-        return
     _alarm(30)
     try:
         outcome = oracle(si, blob)
@@ -136,7 +118,7 @@ def test_hypothesis_mutations_decode_exactly_or_raise_documented(seeds, oracle, 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    field=st.sampled_from([f for f in fuzz.FIELDS if f not in ("n", "precision")]),
+    field=st.sampled_from(fuzz.FIELDS),
     value=st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
                     st.lists(st.integers(-3, 2**40), max_size=5), st.dictionaries(st.text(max_size=4), st.integers(), max_size=3)),
 )
@@ -283,29 +265,16 @@ def _decode_forged_in_subprocess(tmp_path, seed, fields, timeout=60):
     return _isolated(code, timeout=timeout)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "codec.Codec.decompress allocates np.empty((n, dim)) from the header's n before checking n "
-    "against the payload: a 2 kB file claiming n = 2^28 asks for 196 GiB (raw MemoryError). "
-    "Fix: bound n by the payload before allocating (see docs/RELIABILITY.md, finding F1)"))
 def test_huge_claimed_n_is_refused_before_allocation(tmp_path, seeds):
     rc, out = _decode_forged_in_subprocess(tmp_path, seeds[0], {"n": 2**28}, timeout=120)
     assert rc == 0 and "DOCUMENTED" in out, out[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "codec.Codec.decompress runs one decode step per claimed image even after the payload is used "
-    "up (pops on an empty stack draw generator words): a 2 kB file claiming n = 2^20 decodes for "
-    "minutes. Fix: raise CorruptMessageError as soon as a lane draws an initial-bits word during "
-    "decoding, and bound n by the payload (docs/RELIABILITY.md, finding F1)"))
 def test_large_claimed_n_fails_fast(tmp_path, seeds):
     rc, out = _decode_forged_in_subprocess(tmp_path, seeds[0], {"n": 2**20}, timeout=60)
     assert rc == 0 and "DOCUMENTED" in out, out[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "container.check_header accepts precisions the coder refuses (posterior < latent_bits, "
-    "latent_bits > 16, likelihood below the family minimum): the cdf layer raises a plain "
-    "ValueError. Fix in container.check_header / codec.decompress (docs/RELIABILITY.md, F2)"))
 @pytest.mark.parametrize("prec", [
     {"likelihood": 24, "posterior": 1, "latent_bits": 12},
     {"likelihood": 24, "posterior": 24, "latent_bits": 17},
@@ -327,9 +296,6 @@ def test_hostile_precisions_raise_documented_errors(seeds, prec):
         pytest.fail(f"undocumented {type(e).__name__}: {e}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "container.unpack catches only ValueError from json.loads; a header of 50 000 nested '[' "
-    "raises RecursionError. Fix: also catch RecursionError there (docs/RELIABILITY.md, F3)"))
 def test_deeply_nested_header_json_is_a_format_error(seeds):
     head, payload = fuzz.split(seeds[0]["blob"])
     blob = fuzz.forge(b"[" * 50_000 + b"]" * 50_000, payload)
