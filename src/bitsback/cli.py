@@ -31,81 +31,64 @@ def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
-def cmd_compress(a) -> int:
-    from . import datasets
-    from .codec import Codec, write_atomic
+def _range(text):
+    if text is None:
+        return None, None
+    try:
+        a, b = text.split(":")
+        return (int(a) if a else None), (int(b) if b else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--range takes A:B (image indices), got {text!r}") from None
 
-    codec = Codec(a.model, device=a.device, k_steps=a.k_steps, lr=a.lr, lanes=a.lanes, seed=a.seed, threads=a.threads)
-    images = datasets.load(a.input)
-    if a.binarize:
-        images = datasets.binarize(images)
+
+def cmd_compress(a) -> int:
+    from . import engine
+
     out = Path(a.output)
     if out.exists() and not a.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite")
-    update, close = _progress(len(images), "compress", not a.quiet)
+    src = engine.open_source(a.input)
+    update, close = _progress(src.n, "compress", not a.quiet)
     t0 = time.perf_counter()
     try:
-        blob = codec.compress(images, progress=update)
+        res = engine.compress(
+            a.input, out, a.model, workers=a.workers, engine=a.engine, address=a.address, binarize=a.binarize,
+            force=a.force, verify=a.verify, progress=update, device=a.device, k_steps=a.k_steps, lr=a.lr,
+            lanes=a.lanes, seed=a.seed,
+        )
     finally:
         close()
     seconds = time.perf_counter() - t0
-    if a.verify:
-        from .errors import IntegrityError
-
-        back = codec.decompress(blob)
-        if back.shape != images.shape or not (back == images).all():
-            raise IntegrityError("verification failed: decoded images differ from the input")
-    write_atomic(out, blob, force=a.force, inputs=(a.input,))
-    n = int(len(images))
-    dims = images.size
-    result = {
-        "n_images": n,
-        "bytes": len(blob),
-        "bits_per_dim": 8 * len(blob) / dims,
+    n = res["n_images"]
+    res.update({
         "seconds": seconds,
         "images_per_second": n / seconds if seconds > 0 else float("inf"),
-        "lanes": codec.choose_lanes(n),
-        "model": codec.model.name,
-        "k_steps": codec.k_steps,
+        "model": a.model,
+        "k_steps": a.k_steps,
         "output": str(out),
         "verified": bool(a.verify),
-    }
-    _emit(result, a.json, [
-        f"{a.input} -> {out}: {n} images, {len(blob)} bytes, {result['bits_per_dim']:.4f} bits/dim, "
-        f"{result['images_per_second']:.0f} images/s ({codec.model.name}, K={codec.k_steps}, lanes={result['lanes']})"
+    })
+    _emit(res, a.json, [
+        f"{', '.join(a.input)} -> {out}: {n} images, {res['bytes']} bytes, {res['bits_per_dim']:.4f} bits/dim, "
+        f"{res['images_per_second']:.0f} images/s (K={a.k_steps}, lanes={res['lanes']}, shards={res['shards']})"
         + (", verified" if a.verify else "")
     ])
     return 0
 
 
 def cmd_decompress(a) -> int:
-    from . import datasets
-    from .codec import Codec, info
+    from . import engine
 
-    blob = Path(a.input).read_bytes()
-    header = info(blob)
-    out = Path(a.output)
-    if out.exists() and not a.force:
-        raise FileExistsError(f"{out} exists; pass --force to overwrite")
-    codec = Codec(a.model or header["model"]["name"], device=a.device, threads=a.threads)
-    update, close = _progress(header["n"], "decompress", not a.quiet)
+    start, stop = _range(a.range)
     t0 = time.perf_counter()
-    try:
-        images = codec.decompress(blob, progress=update)
-    finally:
-        close()
+    res = engine.decompress(
+        a.input, a.output, a.model, workers=a.workers, engine=a.engine, address=a.address, start=start, stop=stop,
+        force=a.force, device=a.device,
+    )
     seconds = time.perf_counter() - t0
-    datasets.save(out, images)
-    n = int(len(images))
-    result = {
-        "n_images": n,
-        "bytes": len(blob),
-        "bits_per_dim": 8 * len(blob) / images.size,
-        "seconds": seconds,
-        "images_per_second": n / seconds if seconds > 0 else float("inf"),
-        "output": str(out),
-    }
-    _emit(result, a.json, [f"{a.input} -> {out}: {n} images, {result['images_per_second']:.0f} images/s"])
+    n = res["n_images"]
+    res.update({"seconds": seconds, "images_per_second": n / seconds if seconds > 0 else float("inf")})
+    _emit(res, a.json, [f"{a.input} -> {a.output}: {n} images, {res['images_per_second']:.0f} images/s"])
     return 0
 
 
@@ -129,13 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp, json_help="print one JSON object as the last line of stdout"):
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        sp.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default 1)")
+        sp.add_argument("--workers", type=int, default=None, help="worker processes (default: the cores available)")
+        sp.add_argument("--engine", default="local", choices=["local", "ray"], help="local processes or a Ray cluster")
+        sp.add_argument("--address", default=None, help="Ray cluster address (with --engine ray)")
         sp.add_argument("--force", action="store_true", help="overwrite an existing output")
         sp.add_argument("--json", action="store_true", help=json_help)
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     c = sub.add_parser("compress", help="compress a dataset file to .bba")
-    c.add_argument("input", help=".idx/.idx.gz, .npy, .npz, .amat, CIFAR-10 batch, or a folder of PNGs")
+    c.add_argument("input", nargs="+", help=".idx/.idx.gz, .npy, .npz, .amat, CIFAR-10 batch, or a folder of PNGs (several are concatenated)")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--model", default="mnist-binary", help="bundled model name or exported model directory")
     c.add_argument("--k-steps", type=int, default=0, help="Adam steps of per-image inference (Algorithm 2)")
@@ -151,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("-o", "--output", required=True, help=".npy, .npz, .idx, .idx.gz, or a folder for PNGs")
     d.add_argument("--model", default=None, help="model to decode with (default: the one named in the file)")
+    d.add_argument("--range", default=None, help="decode only images A:B (only the shards holding them are read)")
     common(d)
     d.set_defaults(func=cmd_decompress)
 
@@ -188,6 +174,9 @@ def main(argv=None) -> int:
     except (BitsbackError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"bitsback: error: {e}", file=sys.stderr)
         return 1
+    except argparse.ArgumentTypeError as e:
+        print(f"bitsback: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # disk full, unwritable destination
         print(f"bitsback: error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", file=sys.stderr)
         return 1

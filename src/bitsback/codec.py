@@ -37,9 +37,12 @@ DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 LANE_OVERHEAD_SHARE = 0.004
 MAX_AUTO_LANES = 256
 # Shards group lanes for parallel coding: one shard below SHARD_MIN_LANES lanes, else at
-# least two, each with at most SHARD_MAX_LANES lanes (large onnxruntime batches stay efficient).
+# least two of about SHARD_LANES lanes each (onnxruntime batches stay efficient while
+# there are enough shards to balance workers), and no shard above SHARD_MAX_IMAGES images
+# (bounded memory when streaming).
 SHARD_MIN_LANES = 8
-SHARD_MAX_LANES = 32
+SHARD_LANES = 12
+SHARD_MAX_IMAGES = 1 << 15
 
 
 class Model:
@@ -237,7 +240,9 @@ class Codec:
         do not either.
         """
         lanes = self.choose_lanes(n)
-        g = 1 if lanes < SHARD_MIN_LANES else max(2, -(-lanes // SHARD_MAX_LANES))
+        g = 1 if lanes < SHARD_MIN_LANES else max(2, round(lanes / SHARD_LANES))
+        g = max(g, -(-n // SHARD_MAX_IMAGES))
+        lanes = max(lanes, g)
         lane_split = [lanes // g + (i < lanes % g) for i in range(g)]
         plan, done_imgs, done_lanes = [], 0, 0
         for sl in lane_split:
@@ -247,7 +252,8 @@ class Codec:
             done_imgs = end
         return plan
 
-    def _encode_shard(self, x: np.ndarray, lanes: int, shard: int, progress) -> bytes:
+    def encode_shard(self, x: np.ndarray, lanes: int, shard: int, progress=None) -> bytes:
+        """Code one shard: images x (n, dim) uint8 over ``lanes`` lanes; return its messages."""
         prec, bits = self.model.precision, self.model.precision["latent_bits"]
         centres = self._centres(bits)
         msgs = Messages(lanes, _shard_seed(self.seed, shard))
@@ -262,7 +268,8 @@ class Codec:
                 progress(len(xs))
         return msgs.to_bytes()
 
-    def _decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress, digest: str, first: int) -> np.ndarray:
+    def decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress, digest: str, first: int) -> np.ndarray:
+        """Decode one shard's messages into images (n, dim); raises _Failed on a failed check."""
         m, bits = self.model, prec["latent_bits"]
         try:
             msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
@@ -311,27 +318,10 @@ class Codec:
         plan = self.plan(n)
         starts = np.cumsum([0] + [c for c, _ in plan])
         payloads = self._map(
-            self._encode_shard, [(flat[starts[g] : starts[g + 1]], sl, g, progress) for g, (_, sl) in enumerate(plan)]
+            self.encode_shard, [(flat[starts[g] : starts[g + 1]], sl, g, progress) for g, (_, sl) in enumerate(plan)]
         )
-        header = {
-            "model": {"name": m.name, "sha256": m.sha256},
-            "likelihood": m.likelihood,
-            "shape": list(m.shape),
-            "dtype": "uint8",
-            "levels": m.levels,
-            "n": n,
-            "lanes": sum(sl for _, sl in plan),
-            "shards": [
-                [c, sl, len(p), _digest(flat[starts[g] : starts[g + 1]])] for g, ((c, sl), p) in enumerate(zip(plan, payloads))
-            ],
-            "precision": dict(m.precision),
-            "latent": m.latent,
-            "k_steps": self.k_steps,
-            "lr": self.lr,
-            "seed": self.seed,
-            "runtime": describe(self.encoder.provider),
-            "data_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
-        }
+        digests = [_digest(flat[starts[g] : starts[g + 1]]) for g in range(len(plan))]
+        header = self.header(n, plan, [len(p) for p in payloads], digests, hashlib.sha256(x.tobytes()).hexdigest())
         return container.pack(header, b"".join(payloads))
 
     def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None, start=None, stop=None) -> np.ndarray:
@@ -346,17 +336,8 @@ class Codec:
         """
         header, payload = container.unpack(blob, limits)
         m = self.model
-        if header["model"]["sha256"] != m.sha256:
-            raise ModelMismatchError(
-                f"file was compressed with model {header['model']['name']!r} "
-                f"(sha256 {header['model']['sha256'][:12]}…); this codec holds {m.name!r} ({m.sha256[:12]}…)"
-            )
-        if tuple(header["shape"]) != m.shape or header["latent"] != m.latent or header["likelihood"] != m.likelihood:
-            raise FormatError("header shape/latent/likelihood disagree with the model it names")
+        dec = self.for_header(header)
         n, prec = header["n"], header["precision"]
-        dec = self
-        if (header["k_steps"], float(header["lr"]), header["seed"]) != (self.k_steps, self.lr, self.seed):
-            dec = self._replica(header["k_steps"], float(header["lr"]), header["seed"])
         lo, hi, _ = slice(start, stop).indices(n)
         hi = max(lo, hi)
         whole = (lo, hi) == (0, n)
@@ -369,7 +350,7 @@ class Codec:
         if not jobs:
             return np.empty((0, *m.shape), np.uint8)
         try:
-            parts = dec._map(dec._decode_shard, jobs)
+            parts = dec._map(dec.decode_shard, jobs)
         except _Failed as e:
             raise self._integrity_error(header, str(e)) from None
         images = np.concatenate(parts).reshape((-1, *m.shape))
@@ -379,6 +360,42 @@ class Codec:
             return images
         base = jobs[0][7]
         return images[lo - base : hi - base]
+
+    def header(self, n: int, plan, payload_lens, digests, data_sha256: str) -> dict:
+        """The container header for n images coded by this codec with the given shards."""
+        m = self.model
+        return {
+            "model": {"name": m.name, "sha256": m.sha256},
+            "likelihood": m.likelihood,
+            "shape": list(m.shape),
+            "dtype": "uint8",
+            "levels": m.levels,
+            "n": n,
+            "lanes": sum(sl for _, sl in plan),
+            "shards": [[c, sl, nb, d] for (c, sl), nb, d in zip(plan, payload_lens, digests)],
+            "precision": dict(m.precision),
+            "latent": m.latent,
+            "k_steps": self.k_steps,
+            "lr": self.lr,
+            "seed": self.seed,
+            "runtime": describe(self.encoder.provider),
+            "data_sha256": data_sha256,
+        }
+
+    def for_header(self, header: dict) -> "Codec":
+        """Check that a file's header names this codec's model; return a codec with the
+        file's K-step settings (sharing this one's sessions)."""
+        m = self.model
+        if header["model"]["sha256"] != m.sha256:
+            raise ModelMismatchError(
+                f"file was compressed with model {header['model']['name']!r} "
+                f"(sha256 {header['model']['sha256'][:12]}…); this codec holds {m.name!r} ({m.sha256[:12]}…)"
+            )
+        if tuple(header["shape"]) != m.shape or header["latent"] != m.latent or header["likelihood"] != m.likelihood:
+            raise FormatError("header shape/latent/likelihood disagree with the model it names")
+        if (header["k_steps"], float(header["lr"]), header["seed"]) != (self.k_steps, self.lr, self.seed):
+            return self._replica(header["k_steps"], float(header["lr"]), header["seed"])
+        return self
 
     def _integrity_error(self, header, what) -> IntegrityError:
         here, there = describe(self.encoder.provider), header["runtime"]

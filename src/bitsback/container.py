@@ -16,6 +16,7 @@ allocated from it; any violation raises :class:`~bitsback.errors.FormatError`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 from dataclasses import dataclass
@@ -69,9 +70,14 @@ DEFAULT_LIMITS = Limits()
 
 def pack(header: dict, payload: bytes) -> bytes:
     """Serialise a header and payload into container bytes."""
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    body = b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(len(payload)), payload))
+    body = b"".join((prefix(header, len(payload)), payload))
     return body + hashlib.sha256(body).digest()
+
+
+def prefix(header: dict, payload_len: int) -> bytes:
+    """Everything before the payload: magic, version, header length, header, payload length."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(payload_len)))
 
 
 def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryview]:
@@ -84,27 +90,41 @@ def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryvi
         that is malformed or claims sizes beyond ``limits``.
     """
     view = memoryview(blob)
-    if len(view) < _PREFIX.size or bytes(view[:6]) != MAGIC:
+    header, pstart, plen = read_header(io.BytesIO(view[: _PREFIX.size + limits.max_header_bytes + _U64.size]), len(view), limits)
+    body = view[: len(view) - _DIGEST]
+    if hashlib.sha256(body).digest() != bytes(view[len(view) - _DIGEST :]):
+        raise FormatError("checksum mismatch: the file is corrupt or truncated")
+    return header, body[pstart:]
+
+
+def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, int, int]:
+    """Read and check the header from a binary file object positioned at the start of a
+    container of ``size`` bytes; return ``(header, payload offset, payload length)``.
+
+    Reads at most the header's claimed length (itself bounded by ``limits``); the
+    checksum is not verified here (see :func:`verify_checksum`).
+    """
+    first = f.read(_PREFIX.size)
+    if len(first) < _PREFIX.size or first[:6] != MAGIC:
         raise FormatError("not a bitsback file (bad magic)")
-    _, version, hlen = _PREFIX.unpack_from(view)
+    _, version, hlen = _PREFIX.unpack(first)
     if version != VERSION:
         raise FormatError(f"unsupported container version {version} (this build reads {VERSION})")
     if hlen > limits.max_header_bytes:
         raise LimitError(f"header claims {hlen} bytes, above the limit {limits.max_header_bytes}")
-    if len(view) < _PREFIX.size + hlen + _U64.size + _DIGEST:
+    if size < _PREFIX.size + hlen + _U64.size + _DIGEST:
         raise FormatError("file is truncated (shorter than its header claims)")
-    body = view[: len(view) - _DIGEST]
-    if hashlib.sha256(body).digest() != bytes(view[len(view) - _DIGEST :]):
-        raise FormatError("checksum mismatch: the file is corrupt or truncated")
-    hstart = _PREFIX.size
+    raw = f.read(hlen + _U64.size)
+    if len(raw) < hlen + _U64.size:
+        raise FormatError("file is truncated inside its header")
     try:
-        header = json.loads(bytes(view[hstart : hstart + hlen]).decode())
+        header = json.loads(raw[:hlen].decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError(f"header is not valid JSON: {type(e).__name__}") from None
-    (plen,) = _U64.unpack_from(view, hstart + hlen)
-    pstart = hstart + hlen + _U64.size
-    if plen != len(body) - pstart:
-        raise FormatError(f"payload length {plen} does not match the file ({len(body) - pstart} bytes)")
+    (plen,) = _U64.unpack_from(raw, hlen)
+    pstart = _PREFIX.size + hlen + _U64.size
+    if plen != size - _DIGEST - pstart:
+        raise FormatError(f"payload length {plen} does not match the file ({size - _DIGEST - pstart} bytes)")
     check_header(header, limits)
     if sum(s[2] for s in header["shards"]) != plen:
         raise FormatError("shard byte counts do not add up to the payload length")
@@ -114,7 +134,21 @@ def unpack(blob: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, memoryvi
             f"header claims {decoded} decoded bytes from a {plen}-byte payload "
             f"(more than Limits.max_expansion = {limits.max_expansion} times)"
         )
-    return header, body[pstart:]
+    return header, pstart, plen
+
+
+def verify_checksum(f, size: int, chunk: int = 1 << 20) -> None:
+    """Stream a container file through sha256 in bounded memory; raise FormatError on mismatch."""
+    f.seek(0)
+    h, left = hashlib.sha256(), size - _DIGEST
+    while left > 0:
+        b = f.read(min(chunk, left))
+        if not b:
+            raise FormatError("file is truncated")
+        h.update(b)
+        left -= len(b)
+    if h.digest() != f.read(_DIGEST):
+        raise FormatError("checksum mismatch: the file is corrupt or truncated")
 
 
 def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:

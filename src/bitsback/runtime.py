@@ -19,6 +19,7 @@ import onnxruntime as ort
 ort.set_default_logger_severity(3)
 
 DEVICES = ("auto", "cpu", "cuda")
+_cuda_usable: bool | None = None  # learnt from the first session that asks for CUDA
 _announced: set[str] = set()
 _announce_lock = threading.Lock()
 
@@ -52,10 +53,23 @@ class Network:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
+        global _cuda_usable
+        want_cuda = device in ("auto", "cuda") and _cuda_usable is not False
+        want_cuda = want_cuda and "CUDAExecutionProvider" in ort.get_available_providers()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        if want_cuda and _cuda_usable is None:
+            # onnxruntime-gpu logs an error for each CUDA library it cannot load before it
+            # falls back to CPU; the probe is silent and its outcome is said once below.
+            ort.set_default_logger_severity(4)
+            try:
+                self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            finally:
+                ort.set_default_logger_severity(3)
+        else:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         got = self.session.get_providers()
+        if want_cuda:
+            _cuda_usable = got[0] == "CUDAExecutionProvider"
         self.cuda = got[0] == "CUDAExecutionProvider"
         if device == "cuda" and not self.cuda:
             _announce("CUDA was requested but its execution provider did not initialise; using CPU")

@@ -1,0 +1,478 @@
+"""Datasets larger than memory, on more than one core or machine.
+
+A file's shards (groups of lanes over contiguous image ranges, see ``Codec.plan``) are
+independent, so they are coded by a pool of workers — local processes, or tasks on a Ray
+cluster — while the parent reads inputs and writes outputs in shard order. Memory is
+bounded by the shards in flight (about two per worker), never by the dataset. The plan
+depends only on N and the codec settings, so the bytes written do not depend on the
+number of workers or the engine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from . import container, datasets
+from .codec import Codec, _digest, _Failed
+from .errors import BitsbackError, DatasetError, FormatError, InputError
+
+ENGINES = ("local", "ray")
+
+
+# ---------------------------------------------------------------------------- sources
+class Source:
+    """Images read by index range, in increasing order, without loading the whole set."""
+
+    n: int
+    shape: tuple
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ArraySource(Source):
+    def __init__(self, array):
+        self.array, self.n, self.shape = array, len(array), tuple(array.shape[1:])
+
+    def read(self, lo, hi):
+        return np.asarray(self.array[lo:hi])
+
+
+class GzipIdxSource(Source):
+    """A gzip IDX file read sequentially (gzip cannot seek cheaply)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.f = gzip.open(self.path, "rb")
+        try:
+            head = self.f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08:
+                raise DatasetError(f"{self.path}: not an unsigned-byte IDX file")
+            dims = struct.unpack(f">{head[3]}I", self.f.read(4 * head[3]))
+        except (OSError, EOFError, struct.error) as e:
+            raise DatasetError(f"{self.path}: unreadable IDX header ({e})") from None
+        if len(dims) < 2:
+            raise DatasetError(f"{self.path}: IDX file holds no images")
+        self.n, self.shape, self.pos = dims[0], tuple(dims[1:]), 0
+        self.size = int(np.prod(self.shape))
+
+    def read(self, lo, hi):
+        if lo != self.pos:
+            raise ValueError("GzipIdxSource reads in order")
+        data = self.f.read((hi - lo) * self.size)
+        if len(data) != (hi - lo) * self.size:
+            raise DatasetError(f"{self.path}: truncated (expected {self.n} images)")
+        self.pos = hi
+        return np.frombuffer(data, np.uint8).reshape((hi - lo, *self.shape))
+
+
+class ConcatSource(Source):
+    def __init__(self, parts):
+        shapes = {p.shape for p in parts}
+        if len(shapes) != 1:
+            raise DatasetError(f"inputs have different image shapes: {sorted(shapes)}")
+        self.parts, self.shape = parts, shapes.pop()
+        self.starts = np.cumsum([0] + [p.n for p in parts])
+        self.n = int(self.starts[-1])
+
+    def read(self, lo, hi):
+        out = []
+        for p, s in zip(self.parts, self.starts[:-1]):
+            a, b = max(lo, s), min(hi, s + p.n)
+            if a < b:
+                out.append(p.read(a - s, b - s))
+        return np.concatenate(out)
+
+
+def open_source(path) -> Source:
+    """A lazy reader for .npy (memory-mapped), raw or gzip IDX, or a folder of PNGs;
+    other formats are loaded whole."""
+    if isinstance(path, (list, tuple)):
+        parts = [open_source(p) for p in path]
+        return parts[0] if len(parts) == 1 else ConcatSource(parts)
+    p = Path(path)
+    name = p.name.lower()
+    if not p.exists():
+        raise DatasetError(f"{p}: no such file or folder")
+    if name.endswith(".npy"):
+        try:
+            a = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DatasetError(f"{p}: not a readable .npy file ({e})") from None
+        if a.dtype != np.uint8:
+            a = datasets.load(p)
+        return ArraySource(a)
+    if name.endswith(".gz") and not name.endswith(".tar.gz") and _is_gzip_idx(p):
+        return GzipIdxSource(p)
+    if p.is_dir():
+        return _PngFolder(p)
+    return ArraySource(datasets.load(p))
+
+
+def _is_gzip_idx(p: Path) -> bool:
+    try:
+        with gzip.open(p, "rb") as f:
+            h = f.read(3)
+        return h == b"\0\0\x08"
+    except OSError:
+        return False
+
+
+class _PngFolder(Source):
+    def __init__(self, path):
+        self.files = sorted(f for f in Path(path).iterdir() if f.suffix.lower() == ".png")
+        if not self.files:
+            raise DatasetError(f"{path}: no PNG files")
+        first = self._one(self.files[0])
+        self.n, self.shape = len(self.files), first.shape
+
+    def _one(self, f):
+        from PIL import Image
+
+        with Image.open(f) as im:
+            a = np.asarray(im)
+        return a if a.ndim == 2 else np.moveaxis(a, -1, 0)
+
+    def read(self, lo, hi):
+        out = np.stack([self._one(f) for f in self.files[lo:hi]])
+        if out.shape[1:] != self.shape:
+            raise DatasetError(f"PNG images in {self.files[lo].parent} differ in shape")
+        return out
+
+
+# ---------------------------------------------------------------------------- workers
+_worker_codec: Codec | None = None
+
+
+def _settings(codec: Codec) -> dict:
+    return {
+        "model": str(codec.model.dir), "device": codec.device, "k_steps": codec.k_steps, "lr": codec.lr,
+        "lanes": codec.lanes, "seed": codec.seed, "threads": 1, "workers": 1,
+    }
+
+
+def _init(settings):
+    global _worker_codec
+    _worker_codec = Codec(**settings)
+
+
+def _encode(x, lanes, g):
+    return _worker_codec.encode_shard(x, lanes, g)
+
+
+def _decode(header, payload, count, lanes, g, digest, first):
+    dec = _worker_codec.for_header(header)
+    try:
+        return dec.decode_shard(payload, count, lanes, g, header["precision"], None, digest, first)
+    except _Failed as e:
+        raise dec._integrity_error(header, str(e)) from None
+
+
+class _Pool:
+    """Ordered map over shard jobs with a bounded number in flight."""
+
+    def __init__(self, codec: Codec, workers: int, engine: str, address=None):
+        self.workers = max(1, workers)
+        self.engine = engine
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}")
+        settings = _settings(codec)
+        if engine == "ray":
+            try:
+                import ray
+            except ImportError:
+                raise BitsbackError("the Ray engine needs Ray: pip install 'bitsback[ray]'") from None
+            if not ray.is_initialized():
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+            self._ray = ray
+            self._enc = ray.remote(_ray_encode)
+            self._dec = ray.remote(_ray_decode)
+            self._settings = ray.put(settings)
+            self.workers = max(self.workers, int(ray.cluster_resources().get("CPU", 1)))
+        elif self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init, initargs=(settings,))
+        else:
+            self._local = codec
+
+    def map(self, kind: str, jobs):
+        """Yield results of ``kind`` ('encode'/'decode') jobs in order, ≤ 2 per worker in flight."""
+        pending = deque()
+        it = iter(jobs)
+        limit = 2 * self.workers
+        while True:
+            while len(pending) < limit:
+                job = next(it, None)
+                if job is None:
+                    break
+                pending.append(self._submit(kind, job))
+            if not pending:
+                return
+            yield self._result(pending.popleft())
+
+    def _submit(self, kind, job):
+        if self.engine == "ray":
+            fn = self._enc if kind == "encode" else self._dec
+            return fn.remote(self._settings, *job)
+        if hasattr(self, "_pool"):
+            return self._pool.submit(_encode if kind == "encode" else _decode, *job)
+        return (kind, job)
+
+    def _result(self, handle):
+        if self.engine == "ray":
+            try:
+                return self._ray.get(handle)
+            except self._ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                raise (cause if isinstance(cause, BitsbackError) else BitsbackError(str(e))) from None
+        if hasattr(self, "_pool"):
+            return handle.result()
+        kind, job = handle
+        global _worker_codec
+        _worker_codec = self._local
+        return (_encode if kind == "encode" else _decode)(*job)
+
+    def close(self):
+        if hasattr(self, "_pool"):
+            self._pool.shutdown(cancel_futures=True)
+
+
+_ray_codecs: dict = {}
+
+
+def _ray_codec(settings):
+    key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+    c = _ray_codecs.get(key)
+    if c is None:
+        c = _ray_codecs[key] = Codec(**settings)
+    return c
+
+
+def _ray_encode(settings, x, lanes, g):
+    return _ray_codec(settings).encode_shard(x, lanes, g)
+
+
+def _ray_decode(settings, header, payload, count, lanes, g, digest, first):
+    global _worker_codec
+    _worker_codec = _ray_codec(settings)
+    return _decode(header, payload, count, lanes, g, digest, first)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------- compress
+def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local", address=None, binarize=False,
+             force=False, verify=False, progress=None, **codec_args) -> dict:
+    """Compress one or more dataset files to ``dst`` shard by shard, in bounded memory.
+
+    The output is written to a temporary file beside ``dst`` and renamed into place
+    only when complete (and, with ``verify``, decoded and checked first); an existing
+    ``dst`` is kept unless ``force``.
+    """
+    dst = Path(dst)
+    srcs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    for s in srcs:
+        if dst.exists() and os.path.samefile(s, dst):
+            raise BitsbackError(f"output {dst} is an input file; refusing to overwrite it")
+    if dst.exists() and not force:
+        raise FileExistsError(f"{dst} exists; pass --force to overwrite")
+    codec = Codec(model, threads=1, workers=1, **codec_args)
+    src = open_source(list(srcs))
+    if src.shape != codec.model.shape:
+        raise InputError(f"model {codec.model.name} codes images of shape {codec.model.shape}; input has {src.shape}")
+    n = src.n
+    if n == 0:
+        raise InputError("no images to compress")
+    plan = codec.plan(n)
+    data_hash, digests, lens = hashlib.sha256(), [], []
+
+    def jobs():
+        lo = 0
+        for g, (count, lanes) in enumerate(plan):
+            x = src.read(lo, lo + count)
+            if binarize:
+                x = datasets.binarize(x)
+            x = codec._check_images(x).reshape(count, codec.model.dim)
+            data_hash.update(x.tobytes())
+            digests.append(_digest(x))
+            lo += count
+            yield (x, lanes, g)
+
+    pool = _Pool(codec, workers or default_workers(), engine, address)
+    with tempfile.TemporaryFile(dir=dst.parent) as payload:
+        try:
+            for g, blob in enumerate(pool.map("encode", jobs())):
+                payload.write(blob)
+                lens.append(len(blob))
+                if progress:
+                    progress(plan[g][0])
+        finally:
+            pool.close()
+        header = codec.header(n, plan, lens, digests, data_hash.hexdigest())
+        payload.seek(0)
+        check = None
+        if verify:
+            def check(tmp):
+                decompress(tmp, None, model=str(codec.model.dir), workers=workers, engine=engine, address=address,
+                           device=codec.device)
+        _write_container(dst, container.prefix(header, sum(lens)), payload, force, check)
+    size = dst.stat().st_size
+    return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * codec.model.dim), "lanes": header["lanes"],
+            "shards": len(plan)}
+
+
+def _write_container(dst: Path, prefix: bytes, payload, force: bool, check=None) -> None:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            h = hashlib.sha256(prefix)
+            f.write(prefix)
+            while chunk := payload.read(1 << 20):
+                h.update(chunk)
+                f.write(chunk)
+            f.write(h.digest())
+            f.flush()
+            os.fsync(f.fileno())
+        if check:
+            check(tmp)
+        if dst.exists() and not force:
+            raise FileExistsError(f"{dst} exists; pass --force to overwrite")
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------- decompress
+def decompress(src, dst, model=None, *, workers=None, engine="local", address=None, start=None, stop=None,
+               force=False, progress=None, limits: container.Limits = container.DEFAULT_LIMITS, **codec_args) -> dict:
+    """Decode ``src`` (or the image range [start, stop)) to ``dst`` shard by shard.
+
+    A whole-file decode first streams the file through its checksum; a range decode reads
+    only the header and the shards that hold the range, each checked by its own hash.
+    """
+    src = Path(src)
+    dst = None if dst is None else Path(dst)
+    if dst is not None and dst.exists():
+        if os.path.samefile(src, dst):
+            raise BitsbackError("output would overwrite the input")
+        if not force:
+            raise FileExistsError(f"{dst} exists; pass --force to overwrite")
+    size = src.stat().st_size
+    with open(src, "rb") as f:
+        header, pstart, _ = container.read_header(f, size, limits)
+        n = header["n"]
+        lo, hi, _ = slice(start, stop).indices(n)
+        hi = max(lo, hi)
+        whole = (lo, hi) == (0, n)
+        if whole:
+            container.verify_checksum(f, size)
+        codec = Codec(model or header["model"]["name"], threads=1, workers=1, **codec_args).for_header(header)
+        jobs, first, offset = [], 0, pstart
+        for g, (count, lanes, nbytes, digest) in enumerate(header["shards"]):
+            if first < hi and first + count > lo:
+                jobs.append((g, count, lanes, nbytes, digest, first, offset))
+            first += count
+            offset += nbytes
+
+        def payloads():
+            for g, count, lanes, nbytes, digest, first, offset in jobs:
+                f.seek(offset)
+                data = f.read(nbytes)
+                if len(data) != nbytes:
+                    raise FormatError("file is truncated")
+                yield (header, data, count, lanes, g, digest, first)
+
+        out_shape = (hi - lo, *codec.model.shape)
+        writer = _Writer(dst, out_shape, force) if dst is not None else _Discard()
+        pool = _Pool(codec, workers or default_workers(), engine, address)
+        data_hash = hashlib.sha256()
+        try:
+            for (g, count, lanes, nbytes, digest, first, offset), x in zip(jobs, pool.map("decode", payloads())):
+                a, b = max(lo, first), min(hi, first + count)
+                part = x.reshape((count, *codec.model.shape))[a - first : b - first]
+                data_hash.update(part.tobytes())
+                writer.write(a - lo, part)
+                if progress:
+                    progress(b - a)
+            if whole and data_hash.hexdigest() != header["data_sha256"]:
+                raise codec._integrity_error(header, "the decoded images do not match the recorded sha256")
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            pool.close()
+    return {"n_images": hi - lo, "bytes": size, "output": None if dst is None else str(dst)}
+
+
+class _Discard:
+    """Decode only to check (compress --verify)."""
+
+    def write(self, at, images):
+        pass
+
+    def commit(self):
+        pass
+
+    def abort(self):
+        pass
+
+
+class _Writer:
+    """Writes decoded images to a temp file beside dst; renamed into place on commit.
+
+    .npy is written through a memory map (bounded memory); other formats are gathered and
+    written by ``datasets.save`` on commit.
+    """
+
+    def __init__(self, dst: Path, shape, force: bool):
+        self.dst, self.shape, self.force = dst, shape, force
+        self.tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        if dst.name.lower().endswith(".npy"):
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
+            self.streamed = True
+        else:
+            self.array = np.empty(shape, np.uint8)
+            self.streamed = False
+
+    def write(self, at: int, images: np.ndarray) -> None:
+        self.array[at : at + len(images)] = images
+
+    def commit(self) -> None:
+        if self.dst.exists() and not self.force:
+            raise FileExistsError(f"{self.dst} exists; pass --force to overwrite")
+        if self.streamed:
+            self.array.flush()
+            del self.array
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.dst)
+        else:
+            if self.force and self.dst.is_dir():
+                shutil.rmtree(self.dst)
+            elif self.force and self.dst.exists():
+                self.dst.unlink()
+            datasets.save(self.dst, self.array)
+
+    def abort(self) -> None:
+        self.array = None
+        Path(self.tmp).unlink(missing_ok=True)
