@@ -1,0 +1,722 @@
+"""``bitsback bench``: rate, throughput, per-image latency, the K sweep and classical codecs.
+
+One command measures what the codec costs and where the bits go, for one model on one
+dataset (by default the shipped MNIST test images with the model's preprocessing)::
+
+    bitsback bench --model mnist-grey --json --plots out/
+
+Sections (each is a key of the JSON object printed as the last stdout line with --json):
+
+rate
+    The real file size in bits/dim and its split: container header, per-lane overhead
+    (96 bits of head + word count per lane), initial bits (the generator words the first
+    pops of each lane draw, ``Messages.words_drawn() * 32``; those images get no bits
+    back), and the coded content. Beside it the model's rate computed from the networks
+    alone (numpy + onnxruntime, no torch): the continuous -ELBO (analytic KL, one seeded
+    reparameterised sample) and the *quantised* code length -log2 p(x|centre(z)) - log2 p(z)
+    + log2 q(z|x) with z drawn from the quantised posterior (seeded), i.e. exactly what the
+    coder pays per image in expectation. Discretisation loss = content - continuous -ELBO.
+throughput
+    ``Codec.compress`` / ``decompress`` of all N images with the codec's lane count and
+    shard plan; images/s and MB/s of raw pixels (N * dim bytes), median of R repeats.
+latency
+    Per image, p50/p90/p99/max: (a) ``single``: one public API call per image
+    (``codec.compress(x[i])`` then ``codec.decompress(blob)``, container included);
+    (b) ``chained``: the paper's Figure 8 protocol, one lane, images coded one after the
+    other in one message; each image's compress step (encoder, pop z, decoder, push x,
+    push z) and decompress step are timed separately by a loop that mirrors
+    ``Codec._encode_shard`` / ``_decode_shard`` call for call (the output bytes are
+    checked equal to ``Codec.compress``'s).
+k_sweep
+    K = 0..K_max Adam steps of per-image inference (Algorithm 2) on the first ``--k-n``
+    images: bits/dim of the real file and compress / decompress seconds per image, for the
+    shipped encoder and for a baseline encoder when the model ships one.
+classical
+    gzip, bz2, lzma, zstd, PNG, WebP lossless, JPEG-XL lossless (what is installed) on the
+    same images: bits/dim and images/s (see ``bitsback.baselines``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import cdf, container, datasets
+from ._rans import Messages
+from .codec import Codec, _shard_seed
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "t10k-images-idx3-ubyte.gz"
+PERCENTILES = (50, 90, 99)
+RANS_HEADER_BYTES = 8  # per serialised Messages: b"BBR1" + u32 lanes (docs/CODER.md)
+LANE_HEAD_BITS = 96  # per lane: u64 head + u32 word count
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def _stats(seconds) -> dict:
+    a = np.asarray(seconds, dtype=np.float64)
+    out = {"n": int(a.size), "mean": float(a.mean())}
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(np.percentile(a, p))
+    out["max"] = float(a.max())
+    return out
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    v = {"python": platform.python_version()}
+    for pkg in ("bitsback", "numpy", "numba", "onnxruntime-gpu", "onnxruntime", "torch", "pillow",
+                "zstandard", "pillow-jxl-plugin"):
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return v
+
+
+def _machine(device_provider: str) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    m = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "provider": device_provider}
+    try:
+        m["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return m
+
+
+def preprocess(model, images: np.ndarray) -> np.ndarray:
+    """The model's preprocessing: binarise 8-bit data for 2-level (Bernoulli) models."""
+    x = np.asarray(images)
+    if x.ndim == 2 and x.shape[1] == model.dim:
+        x = x.reshape((len(x), *model.shape))
+    pre = model.manifest.get("preprocess")
+    if (model.levels == 2 or pre == "binarize") and x.size and x.max() > 1:
+        x = datasets.binarize(x)
+    return np.ascontiguousarray(x, dtype=np.uint8)
+
+
+def find_baseline_encoder(model_dir: Path, manifest: dict) -> Path | None:
+    """An extra (baseline, ELBO-trained) encoder shipped beside the model, if any.
+
+    Looked up as ``manifest["baseline_encoder"]`` (a file name, or a dict with "file"),
+    then ``encoder-baseline.onnx``, ``encoder_baseline.onnx``, ``baseline/encoder.onnx``.
+    """
+    ref = manifest.get("baseline_encoder")
+    if isinstance(ref, dict):
+        ref = ref.get("file") or ref.get("path")
+    cands = [ref] if isinstance(ref, str) else []
+    cands += ["encoder-baseline.onnx", "encoder_baseline.onnx", "baseline/encoder.onnx"]
+    for c in cands:
+        p = Path(c) if Path(c).is_absolute() else model_dir / c
+        if p.is_dir():
+            p = p / "encoder.onnx"
+        if p.is_file():
+            return p
+    return None
+
+
+def _with_encoder(codec: Codec, k_steps: int, encoder=None) -> Codec:
+    """A replica of ``codec`` sharing its sessions, with another K (and optionally encoder)."""
+    rep = codec._replica(k_steps, codec.lr, codec.seed)
+    if encoder is not None:
+        rep.encoder = encoder
+    return rep
+
+
+# ------------------------------------------------- instrumented mirror of the lane loop
+
+def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=None):
+    """Codec._encode_shard, call for call, timing each step; returns (bytes, msgs, seconds)."""
+    prec, bits = codec.model.precision, codec.model.precision["latent_bits"]
+    centres = codec._centres(bits)
+    msgs = Messages(lanes, _shard_seed(codec.seed, shard))
+    times = []
+    clock = time.perf_counter
+    for t in range(-(-len(x) // lanes)):
+        t0 = clock()
+        xs = x[t * lanes : (t + 1) * lanes]
+        mu, sigma = codec._posterior(xs, (shard << 32) | t)
+        z = cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits)
+        out = codec.decoder(z=centres[z])
+        codec._push_x(msgs, out, xs, prec["likelihood"])
+        cdf.latent.push_prior(msgs, z, bits)
+        times.append(clock() - t0)
+    return msgs.to_bytes(), msgs, times
+
+
+def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 0):
+    """Codec._decode_shard, call for call, timing each step; returns (images (n, dim), seconds in image order)."""
+    m, prec = codec.model, codec.model.precision
+    bits = prec["latent_bits"]
+    msgs = Messages.from_bytes(payload, _shard_seed(codec.seed, shard))
+    centres = codec._centres(bits)
+    x = np.empty((n, m.dim), np.uint8)
+    steps = -(-n // lanes)
+    times = [0.0] * steps
+    clock = time.perf_counter
+    for t in reversed(range(steps)):
+        t0 = clock()
+        lo, hi = t * lanes, min(n, (t + 1) * lanes)
+        z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
+        out = codec.decoder(z=centres[z])
+        xs = codec._pop_x(msgs, out, prec["likelihood"])
+        mu, sigma = codec._posterior(xs, (shard << 32) | t)
+        cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
+        x[lo:hi] = xs
+        times[t] = clock() - t0
+    if not msgs.is_initial():
+        raise RuntimeError("instrumented decode did not end in the initial state")
+    return x, times
+
+
+# ------------------------------------------------------------ model rate without torch
+
+from numba import njit  # noqa: E402  (numba is a core dependency; cdf imports it anyway)
+
+_lat, _lg = cdf.latent, cdf.logistic
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sample_posterior(mu, sigma, u, prec, b, table):
+    """Bucket index drawn from the quantised q (u uniform in [0, 2^prec)) and its frequency,
+    with the coder's own CDF and search (cdf.latent)."""
+    n, Z = mu.shape
+    one = np.uint64(1) << np.uint64(prec)
+    nb = 1 << b
+    shift = _lat._RES - b
+    M = np.float64(one - np.uint64(nb))
+    idx = np.empty((n, Z), np.int64)
+    freq = np.empty((n, Z), np.float64)
+    for i in range(n):
+        for j in range(Z):
+            m, s = _lat.params(mu[i, j], sigma[i, j])
+            cf = np.uint64(u[i, j])
+            k, st, f = _lat.search(cf, _lat.guess(cf, m, s, table, nb, one), m, s, table, shift, nb, M, one)
+            idx[i, j] = k
+            freq[i, j] = np.float64(f)
+    return idx, freq
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _logistic_freqs(mean, log_scale, x, prec):
+    """Quantised frequencies of x under the single discretised logistic (cdf.logistic's CDF)."""
+    n, D = mean.shape
+    one = np.uint64(1) << np.uint64(prec)
+    M = np.float64(one - np.uint64(256))
+    f = np.empty((n, D), np.float64)
+    for i in range(n):
+        for j in range(D):
+            m, inv_s = _lg.params(mean[i, j], log_scale[i, j])
+            k = np.int64(x[i, j])
+            f[i, j] = np.float64(_lg.start_of(k + 1, m, inv_s, M, one) - _lg.start_of(k, m, inv_s, M, one))
+    return f
+
+
+def _log_sigmoid(a):
+    return -np.logaddexp(0.0, -a)
+
+
+def _continuous_nll_nats(lik: str, out: dict, x: np.ndarray, levels: int) -> np.ndarray:
+    """-log p(x|z) per image in nats, the same formulas as models/likelihoods.py, in numpy."""
+    xf = x.astype(np.float64)
+    if lik == "bernoulli":
+        lg = out["logits"].astype(np.float64)
+        return (np.logaddexp(0.0, lg) - xf * lg).sum(1)
+    lo, hi = cdf.logistic.LOG_SCALE_MIN, cdf.logistic.LOG_SCALE_MAX
+    mean = out["mean"].astype(np.float64)
+    ls = np.clip(out["log_scale"].astype(np.float64), lo, hi)
+    if lik == "logistic_mixture":
+        xf = xf[..., None]
+    inv_s = np.exp(-ls)
+    a = (xf - 0.5 - mean) * inv_s
+    b = (xf + 0.5 - mean) * inv_s
+    log_cdf_b = _log_sigmoid(b)
+    log_sf_a = _log_sigmoid(-a)
+    mid = log_cdf_b + log_sf_a + np.log(-np.expm1(-inv_s))
+    lp = np.where(xf <= 0.0, log_cdf_b, np.where(xf >= levels - 1, log_sf_a, mid))
+    if lik == "logistic_mixture":
+        w = out["logit_weights"].astype(np.float64)
+        logw = w - np.logaddexp.reduce(w, axis=-1, keepdims=True)
+        lp = np.logaddexp.reduce(lp + logw, axis=-1)
+    return -lp.sum(1)
+
+
+def model_rate(codec: Codec, x: np.ndarray, seed: int = 0, batch: int = 500) -> dict:
+    """-ELBO (continuous, one seeded sample, analytic KL) and the expected quantised code length, bits/dim."""
+    m = codec.model
+    prec = m.precision
+    b = prec["latent_bits"]
+    centres = codec._centres(b)
+    rng = np.random.default_rng(seed)
+    flat = x.reshape(len(x), m.dim)
+    cont = np.empty(len(x))
+    quant = {"likelihood": 0.0, "prior": 0.0, "posterior": 0.0}
+    for lo in range(0, len(x), batch):
+        xs = flat[lo : lo + batch]
+        enc = codec.encoder(x=xs.astype(np.float32))
+        mu, sigma = enc["mu"].astype(np.float64), enc["sigma"].astype(np.float64)
+        # continuous -ELBO: one reparameterised sample + analytic KL(q || N(0, I))
+        z = (mu + sigma * rng.standard_normal(mu.shape)).astype(np.float32)
+        nll = _continuous_nll_nats(m.likelihood, codec.decoder(z=z), xs, m.levels)
+        kl = 0.5 * (mu**2 + sigma**2 - 1.0 - 2.0 * np.log(np.maximum(sigma, 1e-30))).sum(1)
+        cont[lo : lo + len(xs)] = (nll + kl) / math.log(2)
+        # quantised: z ~ quantised q, decoder at the bucket centres, exact frequencies
+        u = rng.integers(0, 1 << prec["posterior"], size=mu.shape, dtype=np.uint64)
+        idx, fq = _sample_posterior(enc["mu"], enc["sigma"], u, prec["posterior"], b, cdf.latent._TABLE)
+        out = codec.decoder(z=centres[idx])
+        pl = prec["likelihood"]
+        if m.likelihood == "bernoulli":
+            _, f = cdf.bernoulli.starts_freqs(out["logits"], xs, pl)
+        elif m.likelihood == "logistic":
+            f = _logistic_freqs(np.ascontiguousarray(out["mean"]), np.ascontiguousarray(out["log_scale"]), xs, pl)
+        else:
+            _, f = cdf.logistic.mixture_starts_freqs(out["logit_weights"], out["mean"], out["log_scale"], xs, pl)
+        quant["likelihood"] += float(pl * f.size - np.log2(np.asarray(f, np.float64)).sum())
+        quant["prior"] += float(b * idx.size)
+        quant["posterior"] += float(prec["posterior"] * fq.size - np.log2(fq).sum())  # -log2 q, given back
+    dims = x.size
+    q_bits = quant["likelihood"] + quant["prior"] - quant["posterior"]
+    return {
+        "neg_elbo_bpd": float(cont.sum() / dims),
+        "neg_elbo_bpd_note": "continuous -ELBO, analytic KL, one reparameterised sample per image (seeded)",
+        "quantised_code_length_bpd": q_bits / dims,
+        "quantised_split_bpd": {
+            "likelihood": quant["likelihood"] / dims,
+            "prior": quant["prior"] / dims,
+            "bits_back": -quant["posterior"] / dims,
+        },
+    }
+
+
+# ------------------------------------------------------------------------ sections
+
+def measure_rate(codec: Codec, x: np.ndarray, blob: bytes, seed: int) -> dict:
+    m = codec.model
+    n, dims = len(x), x.size
+    header, payload = container.unpack(blob)
+    flat = x.reshape(n, m.dim)
+    # Re-encode each shard through the instrumented mirror to read its counters; its
+    # bytes must equal the codec's (guards the mirror used for the chained latencies).
+    lane_bits = initial = 0
+    offset = 0
+    start = 0
+    rans_headers = 0
+    for g, shard in enumerate(header["shards"]):
+        count, lanes, nbytes = shard[:3]  # [images, lanes, payload bytes, ...]
+        data, msgs, _ = encode_steps(codec, flat[start : start + count], lanes, g)
+        if data != bytes(payload[offset : offset + nbytes]):
+            raise RuntimeError("instrumented encoder disagrees with Codec.compress")
+        lane_bits += LANE_HEAD_BITS * lanes
+        initial += 32 * int(msgs.words_drawn().sum())
+        rans_headers += RANS_HEADER_BYTES
+        offset += nbytes
+        start += count
+    file_bits = 8 * len(blob)
+    container_bits = 8 * (len(blob) - len(payload) + rans_headers)
+    content = file_bits - container_bits - lane_bits - initial
+    r = model_rate(codec, x, seed)
+    manifest_bpd = (m.manifest.get("metrics") or {}).get("test_elbo_bpd")
+    return {
+        "n_images": n,
+        "file_bytes": len(blob),
+        "file_bpd": file_bits / dims,
+        **r,
+        "manifest_test_elbo_bpd": manifest_bpd,
+        "overhead": {
+            "container_header_bytes": (container_bits // 8),
+            "container_header_bpd": container_bits / dims,
+            "lanes": int(header["lanes"]),
+            "lane_head_bits": lane_bits,
+            "lane_head_bpd": lane_bits / dims,
+            "initial_bits": initial,
+            "initial_bits_bpd": initial / dims,
+            "content_bpd": content / dims,
+            "discretisation_loss_bpd": content / dims - r["neg_elbo_bpd"],
+            "coder_vs_quantised_bpd": content / dims - r["quantised_code_length_bpd"],
+        },
+    }
+
+
+def measure_throughput(codec: Codec, x: np.ndarray, repeats: int):
+    n = len(x)
+    raw = x.size  # bytes of uint8 pixels
+    comp, decomp, blob = [], [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        blob = codec.compress(x)
+        comp.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        y = codec.decompress(blob)
+        decomp.append(time.perf_counter() - t0)
+        if not np.array_equal(y, x):
+            raise RuntimeError("round trip failed")
+    tc, td = float(np.median(comp)), float(np.median(decomp))
+    res = {
+        "n_images": n,
+        "repeats": repeats,
+        "lanes": sum(sl for _, sl in codec.plan(n)),
+        "plan": [list(p) for p in codec.plan(n)],
+        "workers": codec.workers or os.cpu_count(),
+        "compress": {"seconds": tc, "seconds_all": comp, "images_per_second": n / tc, "MB_per_second": raw / tc / 1e6},
+        "decompress": {"seconds": td, "seconds_all": decomp, "images_per_second": n / td, "MB_per_second": raw / td / 1e6},
+    }
+    return res, blob
+
+
+def measure_latency(codec: Codec, x: np.ndarray) -> dict:
+    n = len(x)
+    # (a) single-image API calls, container and checks included
+    one = _with_encoder(codec, codec.k_steps)
+    one.lanes = 1
+    one.compress(x[0])  # warm-up
+    tc, td = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        blob = one.compress(x[i])
+        t1 = time.perf_counter()
+        y = one.decompress(blob)
+        t2 = time.perf_counter()
+        tc.append(t1 - t0)
+        td.append(t2 - t1)
+        if not np.array_equal(y[0], x[i]):
+            raise RuntimeError("single-image round trip failed")
+    # (b) chained: one lane, one message, per-step times
+    flat = x.reshape(n, codec.model.dim)
+    data, _, ctimes = encode_steps(one, flat, 1, 0)
+    ref = container.unpack(one.compress(x))[1]
+    if data != bytes(ref):
+        raise RuntimeError("instrumented encoder disagrees with Codec.compress")
+    y, dtimes = decode_steps(one, data, n, 1, 0)
+    if not np.array_equal(y, flat):
+        raise RuntimeError("chained round trip failed")
+    return {
+        "n_images": n,
+        "single": {"compress": _stats(tc), "decompress": _stats(td), "compress_all": tc, "decompress_all": td},
+        "chained": {
+            "bits_per_dim": 8 * len(data) / x.size,
+            "compress": _stats(ctimes),
+            "decompress": _stats(dtimes),
+            "compress_all": ctimes,
+            "decompress_all": dtimes,
+        },
+    }
+
+
+def out_lanes(codec: Codec, n: int) -> int:
+    return sum(sl for _, sl in codec.plan(n))
+
+
+def measure_k_sweep(codec: Codec, x: np.ndarray, k_max: int, baseline: Path | None, device: str, threads) -> dict:
+    from .runtime import Network
+
+    encoders = {"shipped": None}
+    if baseline is not None:
+        encoders["baseline"] = Network(baseline, device, threads)
+    if k_max > 0 and codec._optimiser is None:
+        from .inference import Optimiser  # torch: only on this path
+
+        codec._optimiser = Optimiser(codec.model.dir, codec.model.likelihood)
+    if k_max > 0:  # warm-up: torch's first backward pass is slow and would land on K = 1
+        _with_encoder(codec, 1).compress(x[: min(len(x), 2 * out_lanes(codec, len(x)))])
+    n, dims = len(x), x.size
+    out = {"n_images": n, "lanes": sum(sl for _, sl in codec.plan(n)), "k_max": k_max, "encoders": {}}
+    for name, enc in encoders.items():
+        rows = []
+        for k in range(k_max + 1):
+            c = _with_encoder(codec, k, enc)
+            t0 = time.perf_counter()
+            blob = c.compress(x)
+            t1 = time.perf_counter()
+            y = c.decompress(blob)
+            t2 = time.perf_counter()
+            if not np.array_equal(y, x):
+                raise RuntimeError(f"K={k} round trip failed")
+            rows.append({"k": k, "bits_per_dim": 8 * len(blob) / dims,
+                         "compress_s_per_image": (t1 - t0) / n, "decompress_s_per_image": (t2 - t1) / n})
+            _log(f"K sweep {name}: K={k} {rows[-1]['bits_per_dim']:.4f} bits/dim, {rows[-1]['compress_s_per_image'] * 1e3:.3f} ms/image")
+        base_t = rows[0]["compress_s_per_image"]
+        for r in rows:
+            r["compress_time_increase_pct"] = 100.0 * (r["compress_s_per_image"] / base_t - 1.0)
+        out["encoders"][name] = rows
+    out["note"] = ("shipped encoder and baseline encoder" if baseline is not None else
+                   "only the shipped encoder: the model directory ships no baseline encoder")
+    return out
+
+
+def measure_classical(codec: Codec, x: np.ndarray, n: int | None = None) -> dict:
+    """Classical codecs on the first n images, and bitsback's file on the same images."""
+    from . import baselines
+
+    xs = x[:n] if n else x
+    t0 = time.perf_counter()
+    blob = codec.compress(xs)
+    dt = time.perf_counter() - t0
+    ours = {"codec": f"bitsback {codec.model.name}", "bytes": len(blob), "bits_per_dim": 8 * len(blob) / xs.size,
+            "images_per_second": len(xs) / dt}
+    return {"n_images": len(xs), "rows": baselines.measure(xs), "bitsback": ours}
+
+
+# ---------------------------------------------------------------------------- driver
+
+def run(model="mnist-binary", data=None, n=None, k_max=8, k_n=1000, latency_n=1000, classical_n=2000,
+        device="auto", lanes=None, repeats=3, seed=0, threads=None, workers=None, baseline_encoder=None,
+        sections=("rate", "throughput", "latency", "k_sweep", "classical")) -> dict:
+    """Run the benchmark and return its result dict (what ``--json`` prints)."""
+    t_start = time.perf_counter()
+    codec = Codec(model, device=device, lanes=lanes, seed=seed, threads=threads, workers=workers)
+    m = codec.model
+    src = Path(data) if data else DEFAULT_DATA
+    x = preprocess(m, datasets.load(src))
+    if n:
+        x = x[:n]
+    res = {
+        "command": "bitsback bench",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": {"name": m.name, "path": str(m.dir), "likelihood": m.likelihood, "shape": list(m.shape),
+                  "levels": m.levels, "latent": m.latent, "precision": m.precision, "sha256": m.sha256},
+        "data": {"path": str(src), "n_images": int(len(x)), "dims": int(x.size),
+                 "sha256": hashlib.sha256(x.tobytes()).hexdigest()},
+        "device": device,
+        "machine": _machine(codec.encoder.provider),
+        "versions": _versions(),
+    }
+    _log(f"{m.name} on {len(x)} images from {src.name}; provider {codec.encoder.provider}")
+    blob = None
+    if "throughput" in sections or "rate" in sections:
+        codec.compress(x[: min(len(x), 64)])  # JIT warm-up
+        t0 = time.perf_counter()
+        res["throughput"], blob = measure_throughput(codec, x, repeats if "throughput" in sections else 1)
+        _log(f"throughput done ({time.perf_counter() - t0:.1f} s)")
+        if "throughput" not in sections:
+            del res["throughput"]
+    if "rate" in sections:
+        t0 = time.perf_counter()
+        res["rate"] = measure_rate(codec, x, blob, seed)
+        _log(f"rate done ({time.perf_counter() - t0:.1f} s)")
+    if "latency" in sections:
+        t0 = time.perf_counter()
+        res["latency"] = measure_latency(codec, x[:latency_n])
+        _log(f"latency done ({time.perf_counter() - t0:.1f} s)")
+    if "k_sweep" in sections:
+        t0 = time.perf_counter()
+        base = Path(baseline_encoder) if baseline_encoder else find_baseline_encoder(m.dir, m.manifest)
+        if base is not None and base.is_dir():
+            base = base / "encoder.onnx"
+        res["k_sweep"] = measure_k_sweep(codec, x[:k_n], k_max, base, device, threads)
+        res["k_sweep"]["baseline_encoder"] = str(base) if base else None
+        _log(f"K sweep done ({time.perf_counter() - t0:.1f} s)")
+    if "classical" in sections:
+        t0 = time.perf_counter()
+        res["classical"] = measure_classical(codec, x, classical_n)
+        _log(f"classical codecs done ({time.perf_counter() - t0:.1f} s)")
+    try:
+        res["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    res["wall_seconds"] = time.perf_counter() - t_start
+    return res
+
+
+# ---------------------------------------------------------------------------- output
+
+def _ms(s):
+    return f"{1e3 * s:8.3f}"
+
+
+def format_table(res: dict) -> str:
+    L = []
+    mo, d, mc = res["model"], res["data"], res["machine"]
+    L.append(f"bitsback bench — model {mo['name']} ({mo['likelihood']}, {mo['levels']} levels, latent {mo['latent']}), "
+             f"{d['n_images']} images of {d['path']}")
+    L.append(f"machine: {mc['cpu']}, {mc['cores']} cores, provider {mc['provider']}; {res['date']}")
+    if "rate" in res:
+        r, o = res["rate"], res["rate"]["overhead"]
+        L.append("")
+        L.append("rate (bits/dim)")
+        L.append(f"  file                         {r['file_bpd']:.4f}   ({r['file_bytes']} bytes)")
+        L.append(f"  -ELBO (continuous, 1 sample) {r['neg_elbo_bpd']:.4f}")
+        L.append(f"  quantised code length        {r['quantised_code_length_bpd']:.4f}")
+        if r.get("manifest_test_elbo_bpd"):
+            L.append(f"  manifest test -ELBO          {r['manifest_test_elbo_bpd']:.4f}")
+        L.append(f"  container header             {o['container_header_bpd']:.5f}   ({o['container_header_bytes']} bytes)")
+        L.append(f"  lane heads                   {o['lane_head_bpd']:.5f}   ({o['lanes']} lanes x {LANE_HEAD_BITS} bits)")
+        L.append(f"  initial bits                 {o['initial_bits_bpd']:.5f}   ({o['initial_bits']} bits)")
+        L.append(f"  discretisation loss          {o['discretisation_loss_bpd']:.5f}   (content - continuous -ELBO)")
+        L.append(f"  coder vs quantised length    {o['coder_vs_quantised_bpd']:.5f}")
+    if "throughput" in res:
+        t = res["throughput"]
+        L.append("")
+        L.append(f"throughput ({t['n_images']} images, {t['lanes']} lanes, shards {t['plan']}, "
+                 f"{t['workers']} workers, median of {t['repeats']})")
+        for k in ("compress", "decompress"):
+            L.append(f"  {k:<10} {t[k]['images_per_second']:10.1f} images/s  {t[k]['MB_per_second']:7.3f} MB/s  "
+                     f"({t[k]['seconds']:.3f} s)")
+    if "latency" in res:
+        lt = res["latency"]
+        L.append("")
+        L.append(f"latency per image, ms ({lt['n_images']} images)      p50      p90      p99      max")
+        for mode in ("single", "chained"):
+            for k in ("compress", "decompress"):
+                s = lt[mode][k]
+                L.append(f"  {mode + ' ' + k:<38}{_ms(s['p50'])} {_ms(s['p90'])} {_ms(s['p99'])} {_ms(s['max'])}")
+    if "k_sweep" in res:
+        ks = res["k_sweep"]
+        L.append("")
+        L.append(f"K sweep ({ks['n_images']} images, {ks['lanes']} lanes; {ks['note']})")
+        L.append("  encoder    K   bits/dim   compress ms/img  decompress ms/img  time +%")
+        for name, rows in ks["encoders"].items():
+            for r in rows:
+                L.append(f"  {name:<9} {r['k']:2d}   {r['bits_per_dim']:.4f}   {_ms(r['compress_s_per_image'])}"
+                         f"         {_ms(r['decompress_s_per_image'])}        {r['compress_time_increase_pct']:+7.1f}")
+    if "classical" in res:
+        c = res["classical"]
+        L.append("")
+        L.append(f"classical codecs ({c['n_images']} images)   bits/dim    images/s")
+        for r in c["rows"]:
+            L.append(f"  {r['codec']:<28} {r['bits_per_dim']:8.4f} {r['images_per_second']:11.1f}")
+        b = c["bitsback"]
+        L.append(f"  {b['codec']:<28} {b['bits_per_dim']:8.4f} {b['images_per_second']:11.1f}")
+    L.append("")
+    L.append(f"wall time {res['wall_seconds']:.1f} s")
+    return "\n".join(L)
+
+
+def write_plots(res: dict, out_dir) -> list[str]:
+    """PNG figures: rate vs K (time on a second axis), latency CDFs, bits/dim per codec."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    name = res["model"]["name"]
+    if "k_sweep" in res:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax2 = ax.twinx()
+        for i, (enc, rows) in enumerate(res["k_sweep"]["encoders"].items()):
+            ks = [r["k"] for r in rows]
+            ax.plot(ks, [r["bits_per_dim"] for r in rows], "o-", color=f"C{i}", label=f"{enc}: bits/dim")
+            ax2.plot(ks, [1e3 * r["compress_s_per_image"] for r in rows], "s--", color=f"C{i}", alpha=0.6,
+                     label=f"{enc}: compress ms/image")
+        ax.set_xlabel("K (Adam steps of per-image inference)")
+        ax.set_ylabel("bits/dim (file)")
+        ax2.set_ylabel("compress time per image (ms)")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center")
+        ax.set_title(f"{name}: rate and time vs K ({res['k_sweep']['n_images']} images)")
+        fig.tight_layout()
+        p = out / "rate_vs_k.png"
+        fig.savefig(p)
+        plt.close(fig)
+        written.append(str(p))
+    if "latency" in res:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for mode in ("single", "chained"):
+            for k, ls in (("compress", "-"), ("decompress", "--")):
+                a = np.sort(np.asarray(res["latency"][mode][f"{k}_all"])) * 1e3
+                ax.plot(a, np.arange(1, len(a) + 1) / len(a), ls, label=f"{mode} {k}")
+        ax.set_xscale("log")
+        ax.set_xlabel("time per image (ms)")
+        ax.set_ylabel("fraction of images")
+        ax.set_title(f"{name}: per-image latency CDF ({res['latency']['n_images']} images)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = out / "latency_cdf.png"
+        fig.savefig(p)
+        plt.close(fig)
+        written.append(str(p))
+    if "classical" in res:
+        rows = [(r["codec"], r["bits_per_dim"]) for r in res["classical"]["rows"]]
+        rows.append((res["classical"]["bitsback"]["codec"], res["classical"]["bitsback"]["bits_per_dim"]))
+        rows.sort(key=lambda r: r[1])
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        colors = ["C3" if n.startswith("bitsback") else "C0" for n, _ in rows]
+        ax.barh([n for n, _ in rows], [v for _, v in rows], color=colors)
+        for i, (_, v) in enumerate(rows):
+            ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
+        ax.set_xlabel("bits/dim")
+        ax.set_title(f"{name}: bits/dim per codec ({res['classical']['n_images']} images)")
+        ax.set_xlim(0, max(v for _, v in rows) * 1.2)
+        fig.tight_layout()
+        p = out / "codecs_bpd.png"
+        fig.savefig(p)
+        plt.close(fig)
+        written.append(str(p))
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bitsback bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mnist-binary", help="bundled model name or model directory (default mnist-binary)")
+    ap.add_argument("--data", default=None, help="images in any format bitsback reads (default: the shipped MNIST test images)")
+    ap.add_argument("-n", type=int, default=None, help="use the first N images (default: all)")
+    ap.add_argument("--k-max", type=int, default=8, help="largest K of the K sweep (default 8; 0: K = 0 only, no torch)")
+    ap.add_argument("--k-n", type=int, default=1000, help="images in the K sweep (default 1000)")
+    ap.add_argument("--latency-n", type=int, default=1000, help="images timed one by one (default 1000)")
+    ap.add_argument("--classical-n", type=int, default=2000, help="first images given to the classical codecs, "
+                    "and to bitsback for the same comparison (default 2000; 0: all)")
+    ap.add_argument("--baseline-encoder", default=None, help="a baseline encoder .onnx (or model dir) for the K sweep; "
+                    "default: the one the model directory ships, if any")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--lanes", type=int, default=None, help="lane count (default: chosen from N)")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput repeats, the median is reported (default 3)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--workers", type=int, default=None, help="shard threads (default: cores)")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: rate,throughput,latency,k_sweep,classical")
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON object on the last stdout line")
+    ap.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR (needs matplotlib)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    all_sections = ("rate", "throughput", "latency", "k_sweep", "classical")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - set(all_sections)
+    if unknown:
+        print(f"bitsback bench: unknown section(s) {sorted(unknown)}; choose from {', '.join(all_sections)}", file=sys.stderr)
+        return 2
+    res = run(model=args.model, data=args.data, n=args.n, k_max=args.k_max, k_n=args.k_n, latency_n=args.latency_n,
+              classical_n=args.classical_n, device=args.device, lanes=args.lanes, repeats=max(1, args.repeats),
+              seed=args.seed, threads=args.threads, workers=args.workers, baseline_encoder=args.baseline_encoder,
+              sections=tuple(s for s in all_sections if s not in skip))
+    if args.plots:
+        res["plots"] = write_plots(res, args.plots)
+    print(format_table(res))
+    if res.get("plots"):
+        print("plots: " + ", ".join(res["plots"]))
+    if args.json:
+        print(json.dumps(res, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
