@@ -428,7 +428,7 @@ RECIPES = {
         "prefix": "bin",
         "vae_dir": "bin-vae",
         "vae": ["--likelihood", "bernoulli", "--preprocess", "binarize", "--levels", "2", "--latent", "32",
-                "--lr", "1e-3", "--epochs", "300", "--patience", "10", "--max-minutes", "30"],
+                "--lr", "1e-3", "--epochs", "54", "--patience", "10", "--max-minutes", "30"],
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
                     "--epochs", "12", "--patience", "0"],
         "seeds": [0, 1, 2],
