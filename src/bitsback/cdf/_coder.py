@@ -25,30 +25,47 @@ _LOW = np.uint64(0xFFFFFFFF)
 MAX_PRECISION = _rans.MAX_PRECISION
 
 
+# The kernels call the scalar forms push_x / advance_x (head in, head out). The array
+# forms below are kept for callers outside the families, but must not be used in hot
+# loops: numba-IR inlining of a function that takes an array re-binds the array, and
+# each re-binding costs an atomic NRT_incref/NRT_decref pair (two calls, plus spills
+# around them) per symbol; that was ~20 ns of the ~35 ns/symbol Bernoulli push
+# (docs/CODER.md, "Performance").
+
 @njit(inline="always", error_model="numpy")
-def push_sym(heads, addr, lane, start, freq, prec):
-    """Encode (start, freq) at precision prec (uint64 args) onto lane."""
-    x = heads[lane]
-    x_max = ((RANS_L >> prec) << _W) * freq
-    if x >= x_max:
+def push_x(x, addr, lane, start, freq, prec):
+    """Head after encoding (start, freq) at precision prec (uint64 args) onto lane's head x."""
+    if x >= ((RANS_L >> prec) << _W) * freq:
         _emit(addr, lane, np.uint32(x & _LOW))
         x >>= _W
-    heads[lane] = ((x // freq) << prec) + (x % freq) + start
+    q = x // freq                      # one divq: the remainder is x - q * freq
+    return (q << prec) + (x - q * freq) + start
 
 
 @njit(inline="always", error_model="numpy")
+def advance_x(x, addr, lane, start, freq, prec, mask):
+    """Head after removing (start, freq), whose interval holds the peeked cf = x & mask."""
+    x = freq * (x >> prec) + (x & mask) - start
+    if x < RANS_L:
+        x = (x << _W) | np.uint64(_take(addr, lane))
+    return x
+
+
+@njit(error_model="numpy")
+def push_sym(heads, addr, lane, start, freq, prec):
+    """Encode (start, freq) at precision prec (uint64 args) onto lane."""
+    heads[lane] = push_x(heads[lane], addr, lane, start, freq, prec)
+
+
+@njit(error_model="numpy")
 def peek(heads, lane, mask):
     return heads[lane] & mask
 
 
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def advance(heads, addr, lane, start, freq, prec, mask):
     """Second half of a pop: remove (start, freq), whose interval holds the peeked cf."""
-    x = heads[lane]
-    x = freq * (x >> prec) + (x & mask) - start
-    if x < RANS_L:
-        x = (x << _W) | np.uint64(_take(addr, lane))
-    heads[lane] = x
+    heads[lane] = advance_x(heads[lane], addr, lane, start, freq, prec, mask)
 
 
 def lanes_of(msgs, n):

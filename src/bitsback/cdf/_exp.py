@@ -40,8 +40,9 @@ def fexp(x):
     """exp(x) for finite x, argument clamped into [-700, 700]. NaN must not be passed."""
     x = min(max(x, -700.0), 700.0)
     y = x * _LOG2E
-    f = math.floor(y)
+    f = np.floor(y)           # float floor (vroundpd); math.floor would return an int64
     r = y - f
     p = _C0 + r * (_C1 + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * (
         _C7 + r * (_C8 + r * (_C9 + r * (_C10 + r * _C11))))))))))
-    return _bits_to_f64((np.int64(f) + 1023) << 52) * p
+    # f in [-1010, 1010]: the int32 conversion vectorises (vcvttpd2dq), int64 needs AVX-512
+    return _bits_to_f64(np.int64(np.int32(f) + np.int32(1023)) << 52) * p

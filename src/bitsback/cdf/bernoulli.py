@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._exp import fexp
-from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, push_sym
+from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -18,9 +18,10 @@ def freq0(logit, prec):
     l = 0.0 if l != l else l   # NaN -> fair coin
     p0 = 1.0 / (1.0 + fexp(l))
     one = np.float64(np.int64(1) << np.int64(prec))
-    f = math.floor(p0 * one + 0.5)
+    f = np.floor(p0 * one + 0.5)
     f = min(max(f, 1.0), one - 1.0)
-    return np.uint64(np.int64(f))
+    # 1 <= f < 2^31: the int32 conversion vectorises (AVX2 has no double -> int64)
+    return np.uint64(np.int32(f))
 
 
 BLOCK = 256   # columns per block: phase A (vectorisable CDF maths) then phase B (coding)
@@ -42,10 +43,9 @@ def _push(heads, addr, logits, x, prec, lane_lo, lane_hi):
         for t in range(j1 - j0 - 1, -1, -1):
             for i in range(lane_lo, lane_hi):
                 f0 = f0s[i - lane_lo, t]
-                if x[i, j0 + t]:
-                    push_sym(heads, addr, i, f0, one - f0, p)
-                else:
-                    push_sym(heads, addr, i, np.uint64(0), f0, p)
+                bit = x[i, j0 + t] != 0    # branch-free select: the bits are unpredictable
+                heads[i] = push_x(heads[i], addr, i, f0 if bit else np.uint64(0),
+                                  one - f0 if bit else f0, p)
         j1 = j0
 
 
@@ -65,12 +65,12 @@ def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
         for t in range(j1 - j0):
             for i in range(lane_lo, lane_hi):
                 f0 = f0s[i - lane_lo, t]
-                if peek(heads, i, mask) < f0:
+                if (heads[i] & mask) < f0:
                     out[i, j0 + t] = 0
-                    advance(heads, addr, i, np.uint64(0), f0, p, mask)
+                    heads[i] = advance_x(heads[i], addr, i, np.uint64(0), f0, p, mask)
                 else:
                     out[i, j0 + t] = 1
-                    advance(heads, addr, i, f0, one - f0, p, mask)
+                    heads[i] = advance_x(heads[i], addr, i, f0, one - f0, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, push_sym
+from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
 
 MAX_BITS = 16
 _RES = 17
@@ -138,7 +138,7 @@ def _push_post(heads, addr, mu, sigma, idx, prec, b, table, lane_lo, lane_hi):
             k = idx[i, j]
             lo = start_of(k, m, s, table, shift, nb, M, one)
             hi = start_of(k + 1, m, s, table, shift, nb, M, one)
-            push_sym(heads, addr, i, lo, hi - lo, p)
+            heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -153,10 +153,10 @@ def _pop_post(heads, addr, mu, sigma, prec, b, table, out, lane_lo, lane_hi):
     for j in range(Z):
         for i in range(lane_lo, lane_hi):
             m, s = params(mu[i, j], sigma[i, j])
-            cf = peek(heads, i, mask)
+            cf = heads[i] & mask
             k, st, f = search(cf, guess(cf, m, s, table, nb, one), m, s, table, shift, nb, M, one)
             out[i, j] = k
-            advance(heads, addr, i, st, f, p, mask)
+            heads[i] = advance_x(heads[i], addr, i, st, f, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._exp import fexp
-from ._coder import chunks_for, advance, check_prec, done, f32, lanes_of, peek, push_sym
+from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
 
 LOG_SCALE_MIN = -7.0
 LOG_SCALE_MAX = 7.0
@@ -55,7 +55,8 @@ def start_of(k, m, inv_s, M, one):
         return np.uint64(0)
     if k >= 256:
         return one
-    return np.uint64(np.int64(math.floor(cdf_at(k - 0.5, m, inv_s) * M)) + k)
+    # 0 <= F * M < 2^31 - 256: the int32 conversion vectorises (AVX2 has no double -> int64)
+    return np.uint64(np.int32(np.floor(cdf_at(k - 0.5, m, inv_s) * M)) + np.int32(k))
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -130,7 +131,7 @@ def _push(heads, addr, mean, log_scale, x, prec, lane_lo, lane_hi):
                 fr[t] = start_of(k + 1, m, inv_s, M, one) - lo
         for t in range(j1 - j0 - 1, -1, -1):
             for i in range(lane_lo, lane_hi):
-                push_sym(heads, addr, i, ss[i - lane_lo, t], fs[i - lane_lo, t], p)
+                heads[i] = push_x(heads[i], addr, i, ss[i - lane_lo, t], fs[i - lane_lo, t], p)
         j1 = j0
 
 
@@ -152,10 +153,10 @@ def _pop(heads, addr, mean, log_scale, prec, out, lane_lo, lane_hi):
         for t in range(j1 - j0):
             for i in range(lane_lo, lane_hi):
                 m, inv_s = ms[i - lane_lo, t], ivs[i - lane_lo, t]
-                cf = peek(heads, i, mask)
+                cf = heads[i] & mask
                 k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
                 out[i, j0 + t] = k
-                advance(heads, addr, i, s, f, p, mask)
+                heads[i] = advance_x(heads[i], addr, i, s, f, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -200,7 +201,7 @@ def _push_ar(heads, addr, mean, log_scale, coef, x, prec, lane_lo, lane_hi):
                 k = np.int64(x[i, c, h, w])
                 lo = start_of(k, m, inv_s, M, one)
                 hi = start_of(k + 1, m, inv_s, M, one)
-                push_sym(heads, addr, i, lo, hi - lo, p)
+                heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -216,10 +217,10 @@ def _pop_ar(heads, addr, mean, log_scale, coef, prec, out, lane_lo, lane_hi):
             for i in range(lane_lo, lane_hi):
                 # the dependent mean uses channels of this pixel decoded just before
                 m, inv_s = params(ar_mean(mean, coef, out, i, c, h, w), log_scale[i, c, h, w])
-                cf = peek(heads, i, mask)
+                cf = heads[i] & mask
                 k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
                 out[i, c, h, w] = k
-                advance(heads, addr, i, s, f, p, mask)
+                heads[i] = advance_x(heads[i], addr, i, s, f, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -293,7 +294,7 @@ def _push_mix(heads, addr, lw, mean, log_scale, x, prec, lane_lo, lane_hi):
             k = np.int64(x[i, j])
             lo = mix_start(k, scratch, M, one)
             hi = mix_start(k + 1, scratch, M, one)
-            push_sym(heads, addr, i, lo, hi - lo, p)
+            heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -307,7 +308,7 @@ def _pop_mix(heads, addr, lw, mean, log_scale, prec, out, lane_lo, lane_hi):
     for j in range(D):
         for i in range(lane_lo, lane_hi):
             mix_prepare(lw, mean, log_scale, i, j, scratch)
-            cf = peek(heads, i, mask)
+            cf = heads[i] & mask
             lo, hi = 0, 256                     # start(lo) <= cf < start(hi)
             s_lo, s_hi = np.uint64(0), one
             while hi - lo > 1:
@@ -318,7 +319,7 @@ def _pop_mix(heads, addr, lw, mean, log_scale, prec, out, lane_lo, lane_hi):
                 else:
                     hi, s_hi = mid, sm
             out[i, j] = lo
-            advance(heads, addr, i, s_lo, s_hi - s_lo, p, mask)
+            heads[i] = advance_x(heads[i], addr, i, s_lo, s_hi - s_lo, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
