@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q "Cython>=3.0" "numpy>=1.26"
-	$(BIN)/python -m pip install -q --no-build-isolation -e ".[train,test,bench]"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[train,test,bench,ray]"
 	touch $(STAMP)
 
 # Rebuild the extension whenever the C core or the binding changed.

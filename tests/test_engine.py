@@ -1,0 +1,103 @@
+"""Shards, streaming, parallel workers and the Ray engine: same bytes, exact images."""
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitsback import container, datasets, engine
+from bitsback.errors import FormatError, IntegrityError
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "t10k-images-idx3-ubyte.gz"
+MODEL = "mnist-binary"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("engine")
+    x = datasets.binarize(datasets.load(DATA)[:700])
+    np.save(d / "x.npy", x)
+    # the same images as a gzip IDX file and split over two raw IDX files
+    datasets.save(d / "x.idx.gz", x)
+    datasets.save(d / "a.idx", x[:300])
+    datasets.save(d / "b.idx", x[300:])
+    return d, x
+
+
+@pytest.fixture(scope="module")
+def one_worker(work):
+    d, _ = work
+    engine.compress(d / "x.npy", d / "w1.bba", MODEL, workers=1, lanes=24)
+    return (d / "w1.bba").read_bytes()
+
+
+def test_plan_has_several_shards(one_worker):
+    header, _ = container.unpack(one_worker)
+    assert len(header["shards"]) >= 2 and header["lanes"] == 24
+
+
+def test_workers_and_inputs_do_not_change_the_bytes(work, one_worker):
+    d, _ = work
+    engine.compress(d / "x.npy", d / "w2.bba", MODEL, workers=2, lanes=24)
+    engine.compress(d / "x.idx.gz", d / "gz.bba", MODEL, workers=2, lanes=24)
+    engine.compress([d / "a.idx", d / "b.idx"], d / "ab.bba", MODEL, workers=1, lanes=24)
+    for name in ("w2.bba", "gz.bba", "ab.bba"):
+        assert (d / name).read_bytes() == one_worker, name
+
+
+def test_decompress_whole_and_ranges(work, one_worker):
+    d, x = work
+    engine.decompress(d / "w1.bba", d / "out.npy", workers=2)
+    assert np.array_equal(np.load(d / "out.npy"), x)
+    for lo, hi, name in ((0, 1, "r0.npy"), (250, 520, "r1.npy"), (699, 700, "r2.idx.gz")):
+        engine.decompress(d / "w1.bba", d / name, start=lo, stop=hi, workers=1)
+        assert np.array_equal(datasets.load(d / name), x[lo:hi]), name
+
+
+def test_range_decode_reads_only_its_shards(work, one_worker):
+    """Corrupting another shard's bytes does not affect a range in the first shard, while
+    the whole-file decode refuses the file."""
+    d, x = work
+    header, payload = container.unpack(one_worker)
+    body = bytearray(one_worker[:-32])
+    last = len(body) - header["shards"][-1][2] // 2
+    body[last] ^= 0xFF
+    bad = bytes(body) + hashlib.sha256(bytes(body)).digest()
+    (d / "bad.bba").write_bytes(bad)
+    engine.decompress(d / "bad.bba", d / "first.npy", start=0, stop=10, workers=1)
+    assert np.array_equal(np.load(d / "first.npy"), x[:10])
+    with pytest.raises((IntegrityError, FormatError)):
+        engine.decompress(d / "bad.bba", d / "all.npy", start=header["n"] - 5, workers=1)
+    assert not (d / "all.npy").exists()
+
+
+def test_existing_output_kept(work, one_worker):
+    d, _ = work
+    (d / "keep.npy").write_bytes(b"keep")
+    with pytest.raises(FileExistsError):
+        engine.decompress(d / "w1.bba", d / "keep.npy")
+    assert (d / "keep.npy").read_bytes() == b"keep"
+
+
+def test_truncated_file(work, one_worker):
+    d, _ = work
+    (d / "t.bba").write_bytes(one_worker[:-100])
+    with pytest.raises(FormatError):
+        engine.decompress(d / "t.bba", d / "t.npy")
+    assert not (d / "t.npy").exists()
+
+
+def test_ray_engine_writes_the_same_bytes(work, one_worker):
+    ray = pytest.importorskip("ray")
+    d, x = work
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        engine.compress(d / "x.npy", d / "ray.bba", MODEL, engine="ray", lanes=24)
+        assert (d / "ray.bba").read_bytes() == one_worker
+        engine.decompress(d / "ray.bba", d / "ray.npy", engine="ray")
+        assert np.array_equal(np.load(d / "ray.npy"), x)
+    finally:
+        ray.shutdown()
