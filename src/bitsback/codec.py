@@ -152,6 +152,8 @@ class Codec:
         if self.k_steps < 0:
             raise ValueError("k_steps must be >= 0")
         self.lr = float(lr)
+        if not (math.isfinite(self.lr) and 0 <= self.lr <= 1e6):
+            raise ValueError("lr must be a finite number in [0, 1e6]")
         self.lanes = lanes
         self.seed = int(seed)
         if not 0 <= self.seed < 2**63:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import struct
 from dataclasses import dataclass
 
@@ -181,6 +182,8 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
     _range("latent", header["latent"], 1, limits.max_latent)
     _range("k_steps", header["k_steps"], 0, limits.max_k_steps)
     _range("levels", header["levels"], 2, 1 << 16)
+    if not (math.isfinite(header["lr"]) and 0 <= header["lr"] <= 1e6):
+        raise FormatError(f"header lr = {header['lr']!r} is not a finite learning rate in [0, 1e6]")
     if header["dtype"] != "uint8":
         raise FormatError(f"unsupported dtype {header['dtype']!r}")
     prec = header["precision"]
