@@ -32,6 +32,22 @@ demo: build
 bench: build
 	$(BIN)/python -m pytest bench --benchmark-only
 
+# pytest-benchmark baselines (bench/baselines/<machine>/NNNN_<name>.json). Save one per
+# release, then check a change against the latest: make bench-compare (fails when a
+# benchmark's median is more than BENCH_FAIL slower; this box is shared, so keep it loose).
+BENCH_SUITES ?= bench/bench_codec.py bench/bench_runtime.py bench/bench_inference.py bench/bench_coder.py
+BENCH_NAME   ?= $(shell git describe --tags --always 2>/dev/null || echo local)
+BENCH_FAIL   ?= median:30%
+.PHONY: bench-save bench-compare
+
+bench-save: build
+	$(BIN)/python -m pytest $(BENCH_SUITES) --benchmark-only --benchmark-storage=file://bench/baselines \
+	    --benchmark-save=$(BENCH_NAME)
+
+bench-compare: build
+	$(BIN)/python -m pytest $(BENCH_SUITES) --benchmark-only --benchmark-storage=file://bench/baselines \
+	    --benchmark-compare --benchmark-compare-fail=$(BENCH_FAIL) --benchmark-columns=min,median,mean,iqr,rounds
+
 # The C core under AddressSanitizer + UndefinedBehaviorSanitizer (stand-alone driver).
 asan:
 	mkdir -p build

@@ -2,8 +2,12 @@
 
 Whole-array codecs (gzip, bz2, lzma, zstd) compress the raw uint8 array in one stream;
 image codecs (PNG, WebP lossless, JPEG-XL) compress each image separately, as a dataset
-of image files would be stored. Binary images go to PNG as 1-bit images. Every byte of
-every output is counted.
+of image files would be stored. Binary images go to PNG as 1-bit images (to WebP and
+JPEG-XL as 0/255 greyscale). Every byte of every output is counted.
+
+zstd needs the PyPI package ``zstandard``; JPEG-XL needs ``pillow-jxl-plugin`` (or
+``imagecodecs`` built with libjxl); both are in the ``bench`` extra. Codecs whose
+package is missing are left out of :func:`available`.
 """
 
 from __future__ import annotations
@@ -66,12 +70,26 @@ def available() -> dict:
     except ImportError:
         pass
     try:
-        import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
+        import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow; PyPI pillow-jxl-plugin)
 
         codecs["JPEG-XL lossless"] = _pil("JXL", lossless=True, effort=7)
     except ImportError:
-        pass
+        try:  # PyPI imagecodecs, when it was built with libjxl
+            import imagecodecs
+
+            if imagecodecs.JPEGXL.available:
+                codecs["JPEG-XL lossless"] = _per_image(lambda im: imagecodecs.jpegxl_encode(im, lossless=True, effort=7))
+        except (ImportError, AttributeError):
+            pass
     return codecs
+
+
+def _per_image(encode):
+    def run(x: np.ndarray) -> int:
+        binary = x.max() <= 1
+        return sum(len(encode(np.ascontiguousarray(img * 255 if binary else img, dtype=np.uint8))) for img in x)
+
+    return run
 
 
 def measure(images: np.ndarray, names=None) -> list[dict]:
