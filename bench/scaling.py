@@ -1,0 +1,90 @@
+"""Scaling measurements for docs/SCALING.md.
+
+    python bench/scaling.py ../shared/data/mnist/train-images-idx3-ubyte.gz [--model mnist-binary]
+        [--repeats 3] [--ray] [--json]
+
+Measures, on one dataset file, in fresh processes of the `bitsback` command (so every
+figure includes what a user pays: start-up, reading, writing):
+  * compress and decompress throughput with 1 and 2 worker processes of one thread each
+    (parallel efficiency = t1 / t2), and that both write identical bytes;
+  * optionally the Ray engine on a local cluster (same bytes);
+  * a 100-image range decode against a full decode;
+  * the shard/lane trade-off: bits/dim for several lane counts (per-lane overhead).
+The last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def bitsback(*args, env=None):
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "bitsback", *args, "-q", "--json"], capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"bitsback {' '.join(args)} failed:\n{p.stderr}")
+    return dt, json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def median_time(args, repeats):
+    times, res = [], None
+    for _ in range(repeats):
+        dt, res = bitsback(*args)
+        times.append(dt)
+    return statistics.median(times), times, res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("--model", default="mnist-binary")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ray", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    binarize = ["--binarize"] if a.model == "mnist-binary" else []
+    env = dict(os.environ, BITSBACK_THREADS="1")
+    out = {"data": a.data, "model": a.model, "cores": len(os.sched_getaffinity(0))}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        for w in (1, 2):
+            t, times, res = median_time(
+                ["compress", a.data, "-o", str(d / f"w{w}.bba"), "--model", a.model, "--workers", str(w), "--force", *binarize],
+                a.repeats,
+            )
+            out[f"compress_w{w}"] = {"seconds": t, "runs": times, "images_per_second": res["n_images"] / t,
+                                     "bits_per_dim": res["bits_per_dim"], "lanes": res["lanes"], "shards": res["shards"]}
+            t, times, res = median_time(["decompress", str(d / f"w{w}.bba"), "-o", str(d / f"w{w}.npy"), "--workers", str(w), "--force"], a.repeats)
+            out[f"decompress_w{w}"] = {"seconds": t, "runs": times, "images_per_second": res["n_images"] / t}
+        out["identical_bytes_w1_w2"] = (d / "w1.bba").read_bytes() == (d / "w2.bba").read_bytes()
+        out["efficiency_compress"] = out["compress_w1"]["seconds"] / out["compress_w2"]["seconds"]
+        out["efficiency_decompress"] = out["decompress_w1"]["seconds"] / out["decompress_w2"]["seconds"]
+        t_full = out["decompress_w1"]["seconds"]
+        t_range, times, _ = median_time(["decompress", str(d / "w1.bba"), "-o", str(d / "r.npy"), "--range", "30000:30100", "--workers", "1", "--force"], a.repeats)
+        out["range_100"] = {"seconds": t_range, "runs": times, "share_of_full_decode": t_range / t_full}
+        if a.ray:
+            t, times, res = median_time(["compress", a.data, "-o", str(d / "ray.bba"), "--model", a.model, "--engine", "ray", "--force", *binarize], 1)
+            out["ray_compress"] = {"seconds": t, "images_per_second": res["n_images"] / t,
+                                   "identical_bytes": (d / "ray.bba").read_bytes() == (d / "w1.bba").read_bytes()}
+        sweep = []
+        for lanes in (1, 8, 32, 128, 512):
+            _, res = bitsback("compress", a.data, "-o", str(d / "l.bba"), "--model", a.model, "--lanes", str(lanes), "--force", *binarize)
+            sweep.append({"lanes": res["lanes"], "shards": res["shards"], "bits_per_dim": res["bits_per_dim"], "bytes": res["bytes"]})
+        out["lane_sweep"] = sweep
+    if not a.json:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
