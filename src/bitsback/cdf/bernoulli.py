@@ -12,16 +12,37 @@ from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def freq0(logit, prec):
-    """Quantised frequency of symbol 0 (uint64) for one float logit."""
+def _arg(logit):
     l = np.float64(logit)
-    l = 0.0 if l != l else l   # NaN -> fair coin
-    p0 = 1.0 / (1.0 + fexp(l))
+    return 0.0 if l != l else l   # NaN -> fair coin
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _quant(e, prec):
+    """freq0 from e = fexp(logit)."""
+    p0 = 1.0 / (1.0 + e)
     one = np.float64(np.int64(1) << np.int64(prec))
     f = np.floor(p0 * one + 0.5)
     f = min(max(f, 1.0), one - 1.0)
     # 1 <= f < 2^31: the int32 conversion vectorises (AVX2 has no double -> int64)
     return np.uint64(np.int32(f))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def freq0(logit, prec):
+    """Quantised frequency of symbol 0 (uint64) for one float logit."""
+    return _quant(fexp(_arg(logit)), prec)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def block_freq0(logits, i, j0, w, prec, e, r):
+    """r[t] = freq0(logits[i, j0 + t]) for t < w, in two short passes (exp, then the
+    divide and rounding) so that the core overlaps iterations (see logistic.block_starts);
+    e is float64 scratch of length >= w."""
+    for t in range(w):
+        e[t] = fexp(_arg(logits[i, j0 + t]))
+    for t in range(w):
+        r[t] = _quant(e[t], prec)
 
 
 BLOCK = 256   # columns per block: phase A (vectorisable CDF maths) then phase B (coding)
@@ -33,13 +54,12 @@ def _push(heads, addr, logits, x, prec, lane_lo, lane_hi):
     p = np.uint64(prec)
     one = np.uint64(1) << p
     f0s = np.empty((lane_hi - lane_lo, BLOCK), np.uint64)
+    e = np.empty(BLOCK)
     j1 = D
     while j1 > 0:
         j0 = max(j1 - BLOCK, 0)
         for i in range(lane_lo, lane_hi):
-            r = f0s[i - lane_lo]
-            for t in range(j1 - j0):
-                r[t] = freq0(logits[i, j0 + t], p)
+            block_freq0(logits, i, j0, j1 - j0, p, e, f0s[i - lane_lo])
         for t in range(j1 - j0 - 1, -1, -1):
             for i in range(lane_lo, lane_hi):
                 f0 = f0s[i - lane_lo, t]
@@ -56,12 +76,11 @@ def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     f0s = np.empty((lane_hi - lane_lo, BLOCK), np.uint64)
+    e = np.empty(BLOCK)
     for j0 in range(0, D, BLOCK):
         j1 = min(j0 + BLOCK, D)
         for i in range(lane_lo, lane_hi):
-            r = f0s[i - lane_lo]
-            for t in range(j1 - j0):
-                r[t] = freq0(logits[i, j0 + t], p)
+            block_freq0(logits, i, j0, j1 - j0, p, e, f0s[i - lane_lo])
         for t in range(j1 - j0):
             for i in range(lane_lo, lane_hi):
                 f0 = f0s[i - lane_lo, t]
