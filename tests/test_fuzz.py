@@ -5,8 +5,8 @@ Every outcome of decoding a mutated file must be the exact images or a documente
 file's size does not justify, or wrong images. The long run is ``bench/fuzz.py``; results are
 in docs/RELIABILITY.md.
 
-The tests at the end reproduce the bugs the fuzzer found (docs/RELIABILITY.md, findings F1-F3);
-they were strict xfails until the fixes landed in 3e55bec and now guard against regressions.
+The tests at the end reproduce the bugs the fuzzer found (docs/RELIABILITY.md, findings F1-F4);
+they were strict xfails until the fixes landed (3e55bec, dcec9b4) and now guard against regressions.
 """
 
 import hashlib
@@ -68,7 +68,7 @@ def _alarm(seconds):
 # ----------------------------------------------------------------------------- bounded fuzz run
 # Outcome classes that are known, still-open bugs in files owned elsewhere (each with a strict
 # xfail test). Everything else that is not exact or a BitsbackError fails this test.
-KNOWN = {"undocumented:ValueError"}   # F4 (hostile lr), see the xfail at the end
+KNOWN: set[str] = set()
 
 
 def test_bounded_fuzz_run():
@@ -303,10 +303,6 @@ def test_deeply_nested_header_json_is_a_format_error(seeds):
         container.unpack(blob)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F4: container.check_header accepts any number for 'lr'; with k_steps > 0 a negative or NaN "
-    "lr reaches torch.optim.Adam, which raises a plain ValueError. Fix: in "
-    "container.check_header require math.isfinite(lr) and lr >= 0 (FormatError otherwise)"))
 @pytest.mark.parametrize("lr", [-1, -(2**63), float("nan")])
 def test_hostile_learning_rate_is_a_format_error(seeds, lr):
     codec = bitsback.load(bundled("mnist-binary"), device="cpu")
