@@ -183,23 +183,53 @@ def _push(heads, addr, mean, log_scale, x, prec, lane_lo, lane_hi):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _pop(heads, addr, mean, log_scale, prec, out, lane_lo, lane_hi):
     n, D = mean.shape
+    L = lane_hi - lane_lo
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     M = np.float64(one - np.uint64(256))
-    ms = np.empty((lane_hi - lane_lo, BLOCK))
-    ivs = np.empty((lane_hi - lane_lo, BLOCK))
+    ms = np.empty((L, BLOCK))
+    ivs = np.empty((L, BLOCK))
+    # one column across lanes: peeked cf, guessed bin, (mean, 1/scale), the two exps
+    cfs = np.empty(L, np.uint64)
+    ks = np.empty(L, np.int64)
+    mc = np.empty(L)
+    ic = np.empty(L)
+    e0 = np.empty(L)
+    e1 = np.empty(L)
     for j0 in range(0, D, BLOCK):
         j1 = min(j0 + BLOCK, D)
-        for i in range(lane_lo, lane_hi):
-            mr, ir = ms[i - lane_lo], ivs[i - lane_lo]
+        for l in range(L):
+            mr, ir = ms[l], ivs[l]
             for t in range(j1 - j0):
-                mr[t], ir[t] = params(mean[i, j0 + t], log_scale[i, j0 + t])
+                mr[t], ir[t] = sanitise(mean[lane_lo + l, j0 + t], log_scale[lane_lo + l, j0 + t])
+            for t in range(j1 - j0):
+                ir[t] = fexp(-ir[t])
         for t in range(j1 - j0):
-            for i in range(lane_lo, lane_hi):
-                m, inv_s = ms[i - lane_lo, t], ivs[i - lane_lo, t]
-                cf = heads[i] & mask
-                k, s, f = search(cf, guess(cf, m, inv_s, one), m, inv_s, M, one)
+            # Pass 1: guess every lane's bin. Pass 2 (vectorised): the exps of both edges
+            # of the guessed bin for all lanes at once. Pass 3: accept the guess when
+            # start(k) <= cf < start(k + 1) on the quantised CDF, else search; then advance.
+            # The same float operations as start_of, so the accepted interval is exact.
+            for l in range(L):
+                cf = heads[lane_lo + l] & mask
+                m, inv_s = ms[l, t], ivs[l, t]
+                cfs[l] = cf
+                mc[l] = m
+                ic[l] = inv_s
+                ks[l] = guess(cf, m, inv_s, one)
+            for l in range(L):
+                k = ks[l]
+                e0[l] = fexp((mc[l] - (k - 0.5)) * ic[l])
+                e1[l] = fexp((mc[l] - ((k + 1) - 0.5)) * ic[l])
+            for l in range(L):
+                i = lane_lo + l
+                k, cf = ks[l], cfs[l]
+                s = quantise(e0[l], k, M, one)
+                sn = quantise(e1[l], k + 1, M, one)
+                if s <= cf and cf < sn:
+                    f = sn - s
+                else:
+                    k, s, f = search(cf, k, mc[l], ic[l], M, one)
                 out[i, j0 + t] = k
                 heads[i] = advance_x(heads[i], addr, i, s, f, p, mask)
 
