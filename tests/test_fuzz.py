@@ -242,6 +242,8 @@ def _isolated(code, timeout=60, mem_gb=4):
     """Run code in a fresh interpreter with an address-space limit; (rc, stdout+stderr) or 'timeout'."""
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     prelude = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({mem_gb << 30}, {mem_gb << 30}))\n"
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):   # ASan reserves terabytes of shadow memory
+        prelude = ""
     try:
         p = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
                            timeout=timeout, env=env, cwd=ROOT)
