@@ -103,6 +103,7 @@ def _bad_bba(grey, url):
 @pytest.mark.parametrize("case", [
     "not-npy", "pickled-object", "grey-into-binary", "wrong-shape", "float-images", "empty-batch",
     "unknown-model", "corrupt-bba", "truncated-bba", "garbage-bba", "empty-body", "hostile-header",
+    "too-many-k-steps",
 ])
 def test_bad_input_is_400_with_json(url, grey, case):
     x = datasets.binarize(grey[:3])
@@ -119,6 +120,7 @@ def test_bad_input_is_400_with_json(url, grey, case):
         "garbage-bba": ("/decompress", b"\0" * 100),
         "empty-body": ("/compress", b""),
         "hostile-header": ("/decompress", fuzz.forge(b'{"n": 100000000000}', b"x")),
+        "too-many-k-steps": ("/decompress", None),
     }[case]
     if case == "pickled-object":
         buf = io.BytesIO()
@@ -126,6 +128,12 @@ def test_bad_input_is_400_with_json(url, grey, case):
         body = buf.getvalue()
     elif case == "corrupt-bba":
         body = _bad_bba(grey, url)
+    elif case == "too-many-k-steps":        # would cost 5000 Adam steps per image to decode
+        _, _, bba = post(url + "/compress", npy(x))
+        head, payload = fuzz.split(bba)
+        h = json.loads(head)
+        h["k_steps"] = 5000
+        body = fuzz.forge(json.dumps(h).encode(), payload)
     elif case == "truncated-bba":
         _, _, bba = post(url + "/compress", npy(x))
         body = bba[: len(bba) - 40]

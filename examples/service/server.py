@@ -17,8 +17,8 @@ Endpoints
 
 Bad input never gets a 500: it gets ``400`` (or ``404``/``405``/``411``/``413``) with a JSON
 body ``{"error": "<ExceptionType>", "message": "..."}``. Request bodies are bounded
-(``--max-body-mb``), decoded files are bounded by ``--max-images`` (passed to the
-container's ``Limits``), and pickled .npy payloads are refused.
+(``--max-body-mb``), decoded files are bounded by ``--max-images`` and ``--max-k-steps``
+(passed to the container's ``Limits``), and pickled .npy payloads are refused.
 
 Run::
 
@@ -55,11 +55,13 @@ class Service:
     """The models a server holds and the limits it applies; independent of HTTP."""
 
     def __init__(self, models: dict[str, str], threads: int | None = None, max_body: int = 64 << 20,
-                 max_images: int = 100_000):
+                 max_images: int = 100_000, max_k_steps: int = 50):
         self.codecs = {name: bitsback.load(path, device="cpu", threads=threads) for name, path in models.items()}
         self.default = next(iter(self.codecs))
         self.max_body = max_body
-        self.limits = container.Limits(max_images=max_images)
+        # K-step files cost K Adam steps per image to decode (and import torch); a 100-byte
+        # file may ask for Limits' default 10 000, so a service bounds K much lower.
+        self.limits = container.Limits(max_images=max_images, max_k_steps=max_k_steps)
         self.max_images = max_images
 
     def codec(self, name: str | None):
@@ -201,6 +203,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads per session")
     ap.add_argument("--max-body-mb", type=float, default=64)
     ap.add_argument("--max-images", type=int, default=100_000)
+    ap.add_argument("--max-k-steps", type=int, default=50, help="refuse files asking for more K-step inference")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
     models = {}
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
         models[name if path else bitsback.codec.Model(bitsback.codec.resolve_model(m)).name] = path or m
     Handler.quiet = not a.verbose
     server = make_server(models, a.host, a.port, threads=a.threads, max_body=int(a.max_body_mb * (1 << 20)),
-                         max_images=a.max_images)
+                         max_images=a.max_images, max_k_steps=a.max_k_steps)
     print(json.dumps({"listening": f"http://{a.host}:{server.server_port}", "models": sorted(models),
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}), flush=True)
     try:
