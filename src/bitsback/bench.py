@@ -593,11 +593,11 @@ def format_table(res: dict) -> str:
     if "classical" in res:
         c = res["classical"]
         L.append("")
-        L.append(f"classical codecs ({c['n_images']} images)   bits/dim    images/s")
+        L.append(f"classical codecs ({c['n_images']} images)         bits/dim    images/s")
         for r in c["rows"]:
-            L.append(f"  {r['codec']:<28} {r['bits_per_dim']:8.4f} {r['images_per_second']:11.1f}")
+            L.append(f"  {r['codec']:<34} {r['bits_per_dim']:8.4f} {r['images_per_second']:11.1f}")
         b = c["bitsback"]
-        L.append(f"  {b['codec']:<28} {b['bits_per_dim']:8.4f} {b['images_per_second']:11.1f}")
+        L.append(f"  {b['codec']:<34} {b['bits_per_dim']:8.4f} {b['images_per_second']:11.1f}")
     L.append("")
     L.append(f"wall time {res['wall_seconds']:.1f} s")
     return "\n".join(L)
@@ -615,7 +615,7 @@ def write_plots(res: dict, out_dir) -> list[str]:
     written = []
     name = res["model"]["name"]
     if "k_sweep" in res:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         ax2 = ax.twinx()
         for i, (enc, rows) in enumerate(res["k_sweep"]["encoders"].items()):
             ks = [r["k"] for r in rows]
@@ -628,14 +628,14 @@ def write_plots(res: dict, out_dir) -> list[str]:
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center")
-        ax.set_title(f"{name}: rate and time vs K ({res['k_sweep']['n_images']} images)")
+        ax.set_title(f"{name}: rate and time vs K\n({res['k_sweep']['n_images']} images, {res['k_sweep']['lanes']} lanes)", fontsize=10)
         fig.tight_layout()
         p = out / "rate_vs_k.png"
         fig.savefig(p)
         plt.close(fig)
         written.append(str(p))
     if "latency" in res:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         for mode in ("single", "chained"):
             for k, ls in (("compress", "-"), ("decompress", "--")):
                 a = np.sort(np.asarray(res["latency"][mode][f"{k}_all"])) * 1e3
@@ -643,7 +643,7 @@ def write_plots(res: dict, out_dir) -> list[str]:
         ax.set_xscale("log")
         ax.set_xlabel("time per image (ms)")
         ax.set_ylabel("fraction of images")
-        ax.set_title(f"{name}: per-image latency CDF ({res['latency']['n_images']} images)")
+        ax.set_title(f"{name}: per-image latency CDF\n({res['latency']['n_images']} images)", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -655,13 +655,13 @@ def write_plots(res: dict, out_dir) -> list[str]:
         rows = [(r["codec"], r["bits_per_dim"]) for r in res["classical"]["rows"]]
         rows.append((res["classical"]["bitsback"]["codec"], res["classical"]["bitsback"]["bits_per_dim"]))
         rows.sort(key=lambda r: r[1])
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         colors = ["C3" if n.startswith("bitsback") else "C0" for n, _ in rows]
         ax.barh([n for n, _ in rows], [v for _, v in rows], color=colors)
         for i, (_, v) in enumerate(rows):
             ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
         ax.set_xlabel("bits/dim")
-        ax.set_title(f"{name}: bits/dim per codec ({res['classical']['n_images']} images)")
+        ax.set_title(f"{name}: bits/dim per codec\n(first {res['classical']['n_images']} images)", fontsize=10)
         ax.set_xlim(0, max(v for _, v in rows) * 1.2)
         fig.tight_layout()
         p = out / "codecs_bpd.png"
