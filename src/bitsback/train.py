@@ -430,7 +430,7 @@ RECIPES = {
         "vae": ["--likelihood", "bernoulli", "--preprocess", "binarize", "--levels", "2", "--latent", "32",
                 "--lr", "1e-3", "--epochs", "54", "--patience", "10", "--max-minutes", "30"],
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
-                    "--epochs", "12", "--patience", "0"],
+                    "--epochs", "8", "--patience", "0"],
         "seeds": [0, 1, 2],
         "weights": "float32",
     },
