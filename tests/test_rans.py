@@ -194,3 +194,14 @@ def test_copy_is_independent():
     c.pop_uniform(2, 10, 8)
     assert m.to_bytes() != c.to_bytes()
     np.testing.assert_array_equal(m.pop_uniform(2, 10, 8), np.arange(20).reshape(2, 10))
+
+
+def test_precision_31_checks_use_python_ints():
+    """start + freq = 2^31 at prec 31 is valid (the check once used a C int 1 << 31)."""
+    m = Messages(1, 0)
+    m.push(np.array([[2**31 - 1, 0]], np.uint32), np.array([[1, 2**31]], np.uint32), 31)
+    assert m.peek(1, 31).dtype == np.uint32
+    cdf = np.array([0, 5, 2**31], np.uint32)
+    m.pop_table(cdf, 1, 1, 31)
+    with pytest.raises(ValueError):
+        m.push(np.array([[2**31 - 1]], np.uint32), np.array([[2]], np.uint32), 31)

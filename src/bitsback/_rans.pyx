@@ -60,6 +60,11 @@ HEADER_BYTES = 8
 DEFAULT_MAX_LANES = 1 << 20
 
 
+cdef inline object _pow2(int prec):
+    # a Python int: with a C int, 1 << 31 overflows (the check rejected valid prec-31 input)
+    return (<object>1) << prec
+
+
 def c_symbols():
     """Addresses of the word-level C hooks, for compiled callers (numba) to link against.
 
@@ -153,7 +158,7 @@ cdef class Messages:
         cdef cnp.ndarray[uint32_t, ndim=2, mode="c"] f = np.ascontiguousarray(freqs, dtype=np.uint32)
         if s.shape[0] != f.shape[0] or s.shape[1] != f.shape[1]:
             raise ValueError("starts and freqs must have the same shape")
-        if f.size and (f.min() == 0 or int((s.astype(np.uint64) + f).max()) > (1 << prec)):
+        if f.size and (f.min() == 0 or int((s.astype(np.uint64) + f).max()) > _pow2(prec)):
             raise ValueError("need freq >= 1 and start + freq <= 2^prec")
         cdef size_t n = self._n(s.shape[0]), S = s.shape[1]
         with nogil:
@@ -185,7 +190,7 @@ cdef class Messages:
         _check_prec(prec)
         self._n(n)
         cdef cnp.ndarray[uint32_t, ndim=1, mode="c"] c = np.ascontiguousarray(cdf, dtype=np.uint32)
-        if c.shape[0] < 2 or c[0] != 0 or int(c[c.shape[0] - 1]) != (1 << prec) or np.any(np.diff(c.astype(np.int64)) <= 0):
+        if c.shape[0] < 2 or c[0] != 0 or int(c[c.shape[0] - 1]) != _pow2(prec) or np.any(np.diff(c.astype(np.int64)) <= 0):
             raise ValueError("cdf must rise strictly from 0 to 2^prec")
         cdef cnp.ndarray[uint32_t, ndim=2, mode="c"] x = np.empty((n, S), dtype=np.uint32)
         with nogil:
@@ -196,7 +201,7 @@ cdef class Messages:
         """Cumulative frequencies cf = head mod 2^prec of lanes 0..n-1 (no state change)."""
         _check_prec(prec)
         self._n(n)
-        return (self._heads[:n] & np.uint64((1 << prec) - 1)).astype(np.uint32)
+        return (self._heads[:n] & np.uint64(_pow2(prec) - 1)).astype(np.uint32)
 
     def advance(self, starts, freqs, int prec):
         """Second phase of a pop: remove the symbols (start, freq), shape (n,), from lanes 0..n-1."""
