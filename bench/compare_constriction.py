@@ -10,7 +10,9 @@ ratio = constriction time / our time.
     .venv/bin/python bench/compare_constriction.py [--symbols 1000000] [--lanes 16] [--reps 7]
 """
 import argparse
+import datetime
 import json
+import os
 import time
 
 import constriction
@@ -42,6 +44,7 @@ def main():
     N = n * D
     rng = np.random.default_rng(0)
     report = {}
+    load0 = os.getloadavg()
 
     # ---- Bernoulli ----
     logits = (rng.normal(size=(n, D)) * 3).astype(np.float32)
@@ -97,6 +100,9 @@ def main():
         return c.decode(gfam, means, stds)
 
     report["logistic"] = compare(ours_enc_l, ours_dec_l, c_enc_l, c_dec_l, xl, xl32, N, a.reps)
+    # wall-clock ratios on a shared machine: say how loaded it was (not part of the JSON)
+    print(f"# {datetime.datetime.now().isoformat(timespec='seconds')} loadavg at start {load0}, "
+          f"at end {os.getloadavg()}, {os.cpu_count()} CPUs")
     print(json.dumps(report))
 
 
