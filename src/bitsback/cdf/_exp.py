@@ -46,3 +46,34 @@ def fexp(x):
         _C7 + r * (_C8 + r * (_C9 + r * (_C10 + r * _C11))))))))))
     # f in [-1010, 1010]: the int32 conversion vectorises (vcvttpd2dq), int64 needs AVX-512
     return _bits_to_f64(np.int64(np.int32(f) + np.int32(1023)) << 52) * p
+
+
+@intrinsic
+def _f64_to_bits(typingctx, v):
+    """Reinterpret a float64's bits as an int64."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
+_MANT = np.int64((1 << 52) - 1)
+_ONE_BITS = np.int64(1023 << 52)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def flog_guess(v):
+    """log(v) for finite normal v > 0, relative error ~1e-6, no libm call.
+
+    Only for *guesses* that are corrected against the quantised CDF (the logistic
+    decoder's first bin): it is not monotone-checked and must not define a CDF.
+    v = 2^e * m, m in [1, 2): log v = e ln 2 + 2 atanh((m - 1) / (m + 1)) (series to s^9).
+    """
+    b = _f64_to_bits(v)
+    e = np.float64((b >> 52) - 1023)
+    m = _bits_to_f64((b & _MANT) | _ONE_BITS)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    return e * _LN2 + 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (0.2 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))))

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._exp import fexp
+from ._exp import fexp, flog_guess
 from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
 
 LOG_SCALE_MIN = -7.0
@@ -79,8 +79,8 @@ def start_of(k, m, inv_s, M, one):
 @njit(cache=True, inline="always", error_model="numpy")
 def guess(cf, m, inv_s, one):
     """Bin whose interval most likely holds cf (a guess only; always corrected)."""
-    u = (np.float64(cf) + 0.5) / np.float64(one)
-    z = m + math.log(u / (1.0 - u)) / inv_s
+    c = np.float64(cf) + 0.5                 # in (0, one): the logit is finite
+    z = m + flog_guess(c / (np.float64(one) - c)) / inv_s
     if not z > -0.5:        # also catches NaN
         return 0
     if z >= 255.5:
