@@ -84,12 +84,11 @@ def _pop(heads, addr, logits, prec, out, lane_lo, lane_hi):
         for t in range(j1 - j0):
             for i in range(lane_lo, lane_hi):
                 f0 = f0s[i - lane_lo, t]
-                if (heads[i] & mask) < f0:
-                    out[i, j0 + t] = 0
-                    heads[i] = advance_x(heads[i], addr, i, np.uint64(0), f0, p, mask)
-                else:
-                    out[i, j0 + t] = 1
-                    heads[i] = advance_x(heads[i], addr, i, f0, one - f0, p, mask)
+                x = heads[i]
+                bit = (x & mask) >= f0      # branch-free select: the bits are unpredictable
+                out[i, j0 + t] = 1 if bit else 0
+                heads[i] = advance_x(x, addr, i, f0 if bit else np.uint64(0),
+                                     one - f0 if bit else f0, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
