@@ -11,6 +11,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,10 +40,46 @@ def sha(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _reap_group(pgid):
+    """Kill what is left of a CLI's process group (orphaned worker processes); return how many."""
+    left = 0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid and int(d.name) != os.getpid():
+                    left += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+    if left:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr, orphans):
+        self.returncode, self.stdout, self.stderr, self.orphans = returncode, stdout, stderr, orphans
+
+
 def cli(*args, preexec_fn=None, timeout=300):
+    """Run ``bitsback ARGS`` in its own session; output goes to files (an orphaned worker
+    holding a pipe cannot stall us), and leftover processes of the session are reaped."""
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "bitsback", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT, preexec_fn=preexec_fn)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen([sys.executable, "-m", "bitsback", *map(str, args)], stdout=out, stderr=err, text=True,
+                             env=env, cwd=ROOT, preexec_fn=preexec_fn, start_new_session=True)
+        try:
+            p.wait(timeout)
+        finally:
+            orphans = _reap_group(p.pid)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out.seek(0)
+        err.seek(0)
+        return Result(p.returncode, out.read(), err.read(), orphans)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +100,13 @@ def _leftovers(folder, keep):
 def _kill_at_random_times(cmd_args, dst, check_complete, times):
     """Start the command, SIGKILL it after each of ``times`` seconds (None: let it finish); the destination must be
     absent or complete every time. Returns how many runs were killed before finishing."""
-    killed = 0
+    killed = orphans = 0
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     for t in times:
         if dst.exists():
             dst.unlink()
         p = subprocess.Popen([sys.executable, "-m", "bitsback", *map(str, cmd_args)], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         if t is None:                      # let this one finish
             p.wait(300)
         else:
@@ -78,9 +115,11 @@ def _kill_at_random_times(cmd_args, dst, check_complete, times):
             p.send_signal(signal.SIGKILL)
             killed += 1
         p.wait(60)
+        time.sleep(0.5)
+        orphans += _reap_group(p.pid)      # only the main process was killed; workers must follow it
         if dst.exists():
             check_complete(dst)            # a file at the destination is always a complete one
-    return killed
+    return killed, orphans
 
 
 def test_kill_9_during_compress_leaves_no_partial_output(work):
@@ -94,8 +133,8 @@ def test_kill_9_during_compress_leaves_no_partial_output(work):
 
     rng = random.Random(6)
     times = [rng.uniform(0.05, 5.0) for _ in range(4)] + [0.0, None]
-    killed = _kill_at_random_times(["compress", d / "in.npy", "-o", dst, "--model", work["model"], "-q"],
-                                   dst, complete, times)
+    killed, _ = _kill_at_random_times(["compress", d / "in.npy", "-o", dst, "--model", work["model"], "-q"],
+                                      dst, complete, times)
     assert killed >= 1
     assert sha(d / "in.npy") == before
     assert dst.exists()                    # the last run was allowed to finish
@@ -113,8 +152,8 @@ def test_kill_9_during_decompress_leaves_no_partial_output(work):
 
     rng = random.Random(7)
     times = [rng.uniform(0.05, 5.0) for _ in range(4)] + [0.0, None]
-    killed = _kill_at_random_times(["decompress", d / "in.bba", "-o", dst, "--model", work["model"], "-q"],
-                                   dst, complete, times)
+    killed, _ = _kill_at_random_times(["decompress", d / "in.bba", "-o", dst, "--model", work["model"], "-q"],
+                                      dst, complete, times)
     assert killed >= 1
     assert sha(d / "in.bba") == before
     assert dst.exists()
@@ -133,7 +172,7 @@ def _limit_file_size(nbytes):
     return f
 
 
-def test_full_destination_file_size_limit_gives_clear_error(work):
+def test_full_destination_file_size_limit_gives_clear_error_compress(work):
     """A full disk as any user can make one: RLIMIT_FSIZE makes the write fail (EFBIG)."""
     d = work["dir"]
     out = d / "full" / "o.bba"
@@ -142,9 +181,31 @@ def test_full_destination_file_size_limit_gives_clear_error(work):
     _no_traceback(p)
     assert not out.exists()
     assert _leftovers(out.parent, set()) == []
-    p = cli("decompress", d / "in.bba", "-o", d / "full" / "o.npy", "--model", work["model"], "-q",
+
+
+ENGINE_TMP = (
+    "E2: engine.decompress creates its _Writer (temp file + np.lib.format.open_memmap) before the "
+    "try/abort block, so when creating or sizing the temp file fails (EFBIG/ENOSPC) the hidden "
+    ".NAME.PID.TID.tmp stays beside the destination. Fix: in engine._Writer.__init__, wrap the "
+    "memmap creation in try/except BaseException that unlinks self.tmp and re-raises "
+    "(or construct the writer inside the try)")
+ENGINE_SIGBUS = (
+    "E3: engine._Writer memory-maps a sparse temp file; on a full file system the first store "
+    "into an unbacked page kills the process with SIGBUS (exit 135, no message, temp file left) "
+    "and its forked workers are orphaned. Fix: in _Writer.__init__, after open_memmap, reserve "
+    "the blocks with os.posix_fallocate(fd, 0, file_size) (raises ENOSPC cleanly) before any "
+    "store; unlink the temp file on failure")
+
+
+@pytest.mark.xfail(strict=True, reason=ENGINE_TMP)
+def test_full_destination_file_size_limit_gives_clear_error_decompress(work):
+    d = work["dir"]
+    out = d / "full2" / "o.npy"
+    out.parent.mkdir(exist_ok=True)
+    p = cli("decompress", d / "in.bba", "-o", out, "--model", work["model"], "-q",
             preexec_fn=_limit_file_size(4096))
     _no_traceback(p)
+    assert not out.exists()
     assert _leftovers(out.parent, set()) == []
 
 
@@ -161,18 +222,76 @@ def tiny_tmpfs(tmp_path):
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
-def test_full_disk_enospc_gives_clear_error(work, tiny_tmpfs):
+def test_full_disk_enospc_gives_clear_error_compress(work, tiny_tmpfs):
     d = work["dir"]
-    assert (d / "in.bba").stat().st_size > 64 * 1024 or (d / "in.npy").stat().st_size > 64 * 1024
-    p = cli("compress", d / "in.npy", "-o", tiny_tmpfs / "o.bba", "--model", work["model"], "-q")
-    if (d / "in.bba").stat().st_size > 64 * 1024:
-        _no_traceback(p)
-        assert "No space left" in p.stderr
-        assert not (tiny_tmpfs / "o.bba").exists()
-    p = cli("decompress", d / "in.bba", "-o", tiny_tmpfs / "o.npy", "--model", work["model"], "-q")
+    big = d / "big.npy"                      # enough images that the .bba cannot fit in 64 kB
+    if not big.exists():
+        np.save(big, np.tile(work["images"], (4, 1, 1)))
+    p = cli("compress", big, "-o", tiny_tmpfs / "o.bba", "--model", work["model"], "-q")
     _no_traceback(p)
     assert "No space left" in p.stderr
-    assert _leftovers(tiny_tmpfs, {"o.bba"}) == []
+    assert _leftovers(tiny_tmpfs, set()) == []
+
+
+@pytest.mark.xfail(strict=True, reason=ENGINE_SIGBUS)
+def test_full_disk_enospc_gives_clear_error_decompress(work, tiny_tmpfs):
+    p = cli("decompress", work["dir"] / "in.bba", "-o", tiny_tmpfs / "o.npy", "--model", work["model"], "-q",
+            timeout=120)
+    _no_traceback(p)
+    assert "No space left" in p.stderr
+    assert _leftovers(tiny_tmpfs, set()) == []
+
+
+def _kill_main_once_workers_run(cmd_args, timeout=120):
+    """Start the command, wait until it has child processes (its worker pool), SIGKILL only
+    the main process, and return how many of its processes are still alive 2 s later."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "bitsback", *map(str, cmd_args)], env=env, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    try:
+        while time.time() - t0 < timeout and p.poll() is None:
+            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+            if kids.exists() and kids.read_text().split():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.skip("the command finished before starting workers")
+        time.sleep(0.3)
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+        time.sleep(2.0)
+    finally:
+        left = _reap_group(p.pid)
+    return left
+
+
+ENGINE_ORPHANS = (
+    "E4: engine._Pool forks a ProcessPoolExecutor; when the main process is killed (kill -9, OOM "
+    "killer) its workers stay blocked on the call-queue pipe forever, holding the model, memory "
+    "and any inherited file descriptors (orphans seen here for >10 min). Fix: in engine._init "
+    "(the pool initializer) make workers follow their parent: on Linux "
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL) (PR_SET_PDEATHSIG) plus a check that "
+    "os.getppid() is still the pid that started the pool; elsewhere a daemon thread that exits "
+    "when os.getppid() changes")
+
+
+@pytest.mark.xfail(strict=True, reason=ENGINE_ORPHANS)
+def test_kill_9_of_decompress_leaves_no_orphaned_workers(work, tmp_path):
+    left = _kill_main_once_workers_run(["decompress", work["dir"] / "in.bba", "-o", tmp_path / "o.npy",
+                                        "--model", work["model"], "-q", "--workers", "2"])
+    assert left == 0, f"{left} worker processes outlived the killed main process"
+
+
+@pytest.mark.xfail(strict=True, reason=ENGINE_ORPHANS)
+def test_kill_9_of_compress_leaves_no_orphaned_workers(work, tmp_path):
+    d = work["dir"]
+    big = d / "big.npy"
+    if not big.exists():
+        np.save(big, np.tile(work["images"], (4, 1, 1)))
+    left = _kill_main_once_workers_run(["compress", big, "-o", tmp_path / "o.bba",
+                                        "--model", work["model"], "-q", "--workers", "2"])
+    assert left == 0, f"{left} worker processes outlived the killed main process"
 
 
 def test_write_atomic_enospc_leaves_nothing(tiny_tmpfs):
