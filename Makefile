@@ -58,29 +58,31 @@ asan:
 
 # The Python test suite against an ASan-instrumented build of the extension (C core +
 # Cython binding), loaded through LD_PRELOAD=libasan into the ordinary interpreter.
-# The instrumented package is a copy under build/asan/pkg that shadows the editable
-# install via PYTHONPATH, so src/ (shared with other runs) is never touched.
-# Leak detection is off: CPython, numba and onnxruntime keep allocations until exit.
+# The instrumented package is a copy under build/asan.<make pid>/pkg that shadows the
+# editable install via PYTHONPATH, so src/ and concurrent runs in the same tree are never
+# touched (the folder is removed when the run passes). Leak detection is off here:
+# CPython, numba and onnxruntime keep allocations until exit.
 # ASAN_TESTS picks the suites (default: coder, CDFs, container, codec, fuzz, concurrency).
-ASAN_LIB   := $(shell $(CC) -print-file-name=libasan.so)
-ASAN_PKG   := build/asan/pkg
+ASAN_LIB   = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_DIR   = build/asan.$(shell echo $$PPID)
 ASAN_TESTS ?= tests/test_rans.py tests/test_cdf.py tests/test_container.py tests/test_codec.py \
               tests/test_fuzz.py tests/test_concurrency.py
-ASAN_ENV   := PYTHONPATH=$(CURDIR)/$(ASAN_PKG) LD_PRELOAD=$(ASAN_LIB) NUMBA_CACHE_DIR=$(CURDIR)/build/asan/numba \
-              ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_odr_violation=0
+ASAN_ENV   = PYTHONPATH=$(CURDIR)/$(ASAN_DIR)/pkg LD_PRELOAD=$(ASAN_LIB) NUMBA_CACHE_DIR=$(CURDIR)/$(ASAN_DIR)/numba \
+             ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_odr_violation=0
 .PHONY: asan-py
 
 asan-py: $(STAMP)
-	rm -rf build/asan && mkdir -p $(ASAN_PKG) build/asan/numba
-	cp -r src/bitsback $(ASAN_PKG)/
-	find $(ASAN_PKG) -name __pycache__ -type d -prune -exec rm -rf {} +
-	find $(ASAN_PKG) -name '*.so' -delete
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/pkg $(ASAN_DIR)/numba
+	cp -r src/bitsback $(ASAN_DIR)/pkg/
+	find $(ASAN_DIR)/pkg -name __pycache__ -type d -prune -exec rm -rf {} +
+	find $(ASAN_DIR)/pkg -name '*.so' -delete
 	CFLAGS="-O1 -g -fsanitize=address -fno-omit-frame-pointer" LDFLAGS="-fsanitize=address" \
-	    $(BIN)/python setup.py -q build_ext --build-lib build/asan/lib --build-temp build/asan/tmp
-	cp build/asan/lib/bitsback/_rans*.so $(ASAN_PKG)/bitsback/
+	    $(BIN)/python setup.py -q build_ext --build-lib $(ASAN_DIR)/lib --build-temp $(ASAN_DIR)/tmp
+	cp $(ASAN_DIR)/lib/bitsback/_rans*.so $(ASAN_DIR)/pkg/bitsback/
 	$(ASAN_ENV) $(BIN)/python -c "import bitsback._rans as r, sys; f = r.__file__; \
-	    print('asan extension:', f); sys.exit('build/asan' not in f)"
+	    print('asan extension:', f); sys.exit('$(ASAN_DIR)' not in f)"
 	$(ASAN_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider $(ASAN_TESTS)
+	rm -rf $(ASAN_DIR)
 
 clean:
 	rm -rf build src/bitsback/_rans.c src/bitsback/*.so
