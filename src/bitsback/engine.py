@@ -447,12 +447,21 @@ class _Writer:
     def __init__(self, dst: Path, shape, force: bool):
         self.dst, self.shape, self.force = dst, shape, force
         self.tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        if dst.name.lower().endswith(".npy"):
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
-            self.streamed = True
-        else:
+        self.streamed = dst.name.lower().endswith(".npy")
+        if not self.streamed:
             self.array = np.empty(shape, np.uint8)
-            self.streamed = False
+            return
+        try:
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
+            # open_memmap leaves a sparse file; a store into an unbacked page on a full
+            # file system would kill the process with SIGBUS. Reserve every block now so
+            # a full disk is a clean ENOSPC before anything is decoded.
+            with open(self.tmp, "rb+") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except BaseException:
+            self.array = None
+            Path(self.tmp).unlink(missing_ok=True)
+            raise
 
     def write(self, at: int, images: np.ndarray) -> None:
         self.array[at : at + len(images)] = images
