@@ -49,7 +49,7 @@ def test_structure(tiny_model, tmp_path, capsys):
     except ImportError:
         want_plots = False
     argv = ["--model", str(tiny_model), "--data", str(FIXTURE), "-n", "24", "--k-max", "1", "--k-n", "12",
-            "--latency-n", "5", "--classical-n", "8", "--repeats", "1", "--device", "cpu", "--json"]
+            "--latency-n", "5", "--latency-repeats", "2", "--classical-n", "8", "--repeats", "1", "--device", "cpu", "--json"]
     res, table = _run(capsys, argv + (["--plots", str(plots)] if want_plots else []))
     for key in ("rate", "throughput", "latency", "k_sweep", "classical", "machine", "versions", "date", "model", "data"):
         assert key in res, key
@@ -69,7 +69,7 @@ def test_structure(tiny_model, tmp_path, capsys):
     for mode in ("single", "chained"):
         for k in ("compress", "decompress"):
             assert STATS <= set(lat[mode][k]) and lat[mode][k]["n"] == 5
-            assert len(lat[mode][f"{k}_all"]) == 5
+            assert len(lat[mode][f"{k}_all"]) == 5 and lat[mode][f"{k}_all_passes"]["n"] == 10
     ks = res["k_sweep"]
     assert set(ks["encoders"]) == {"shipped", "baseline"} and ks["n_images"] == 12
     for rows in ks["encoders"].values():
