@@ -363,10 +363,12 @@ def make_seeds(models=None):
 class Oracle:
     """Decodes a blob with the codec of the model its seed came from; classifies the outcome."""
 
-    def __init__(self, seeds):
+    def __init__(self, seeds, limits=None):
         import bitsback
+        from bitsback import container
 
         self.seeds = seeds
+        self.limits = limits or container.DEFAULT_LIMITS
         self.codecs = {s["model"]: None for s in seeds}
         for name in self.codecs:
             self.codecs[name] = bitsback.load(model_path(name), device="cpu")
@@ -380,7 +382,7 @@ class Oracle:
         seed = self.seeds[si]
         try:
             info(blob)                                   # the header-only path must agree too
-            out = self.codecs[seed["model"]].decompress(blob)
+            out = self.codecs[seed["model"]].decompress(blob, limits=self.limits)
         except BitsbackError as e:
             return type(e).__name__
         except Exception as e:  # noqa: BLE001 - anything else is a finding

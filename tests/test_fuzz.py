@@ -50,7 +50,10 @@ def seeds():
 
 @pytest.fixture(scope="module")
 def oracle(seeds):
-    return fuzz.Oracle(seeds)
+    # In-process cases keep K small: a header may legitimately ask for up to
+    # Limits.max_k_steps Adam steps per image (finding F5), which is bounded work but can
+    # take minutes; the pool-based run below keeps the default limits.
+    return fuzz.Oracle(seeds, limits=container.Limits(max_k_steps=8))
 
 
 class _Timeout(Exception):
