@@ -440,7 +440,7 @@ RECIPES = {
         "vae": ["--likelihood", "logistic_mixture", "--mixture", "2", "--preprocess", "none", "--levels", "256",
                 "--latent", "32", "--lr", "1e-3", "--epochs", "24", "--patience", "10", "--max-minutes", "40"],
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
-                    "--epochs", "5", "--patience", "0"],
+                    "--epochs", "3", "--patience", "0"],
         "seeds": [0],
         "weights": "float16",
     },
