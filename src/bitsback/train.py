@@ -179,8 +179,19 @@ def eval_optimal(enc, dec, x, cfg, steps=300, lr=1e-2, batch=1000, n_eval_sample
 
     torch.manual_seed(seed)
     lik, levels = cfg["likelihood"], cfg["levels"]
+    flags = [p.requires_grad for p in dec.parameters()]
     for p in dec.parameters():
         p.requires_grad_(False)
+    try:
+        return _eval_optimal(enc, dec, x, lik, levels, steps, lr, batch, n_eval_samples, device, progress)
+    finally:
+        for p, f in zip(dec.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def _eval_optimal(enc, dec, x, lik, levels, steps, lr, batch, n_eval_samples, device, progress):
+    from tqdm import tqdm
+
     out = []
     for i in tqdm(range(0, len(x), batch), desc="optimal", file=sys.stderr, disable=not progress, mininterval=10):
         xb = x[i:i + batch].to(device)
