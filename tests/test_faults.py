@@ -197,7 +197,6 @@ ENGINE_SIGBUS = (
     "store; unlink the temp file on failure")
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_TMP)
 def test_full_destination_file_size_limit_gives_clear_error_decompress(work):
     d = work["dir"]
     out = d / "full2" / "o.npy"
@@ -233,7 +232,6 @@ def test_full_disk_enospc_gives_clear_error_compress(work, tiny_tmpfs):
     assert _leftovers(tiny_tmpfs, set()) == []
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_SIGBUS)
 def test_full_disk_enospc_gives_clear_error_decompress(work, tiny_tmpfs):
     p = cli("decompress", work["dir"] / "in.bba", "-o", tiny_tmpfs / "o.npy", "--model", work["model"], "-q",
             timeout=120)
@@ -276,14 +274,12 @@ ENGINE_ORPHANS = (
     "when os.getppid() changes")
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_ORPHANS)
 def test_kill_9_of_decompress_leaves_no_orphaned_workers(work, tmp_path):
     left = _kill_main_once_workers_run(["decompress", work["dir"] / "in.bba", "-o", tmp_path / "o.npy",
                                         "--model", work["model"], "-q", "--workers", "2"])
     assert left == 0, f"{left} worker processes outlived the killed main process"
 
 
-@pytest.mark.xfail(strict=True, reason=ENGINE_ORPHANS)
 def test_kill_9_of_compress_leaves_no_orphaned_workers(work, tmp_path):
     d = work["dir"]
     big = d / "big.npy"

@@ -149,8 +149,8 @@ class Codec:
         self.model = Model(resolve_model(model))
         self.device = device
         self.k_steps = int(k_steps)
-        if self.k_steps < 0:
-            raise ValueError("k_steps must be >= 0")
+        if not 0 <= self.k_steps <= container.DEFAULT_LIMITS.max_k_steps:
+            raise ValueError(f"k_steps must be in [0, {container.DEFAULT_LIMITS.max_k_steps}]")
         self.lr = float(lr)
         if not (math.isfinite(self.lr) and 0 <= self.lr <= 1e6):
             raise ValueError("lr must be a finite number in [0, 1e6]")

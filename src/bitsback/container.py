@@ -60,7 +60,8 @@ class Limits:
     max_shards: int = 1 << 16
     max_pixels_per_image: int = 1 << 24
     max_latent: int = 1 << 16
-    max_k_steps: int = 10_000
+    # K-step files cost K optimiser steps per image to decode; the paper uses K <= 10.
+    max_k_steps: int = 100
     # Decoded bytes per payload byte: a legitimate file of near-empty images stays far
     # below this; a 2 kB hostile file cannot make the decoder allocate gigabytes.
     max_expansion: int = 1 << 12

@@ -161,9 +161,25 @@ def _settings(codec: Codec) -> dict:
     }
 
 
-def _init(settings):
+def _init(settings, parent):
     global _worker_codec
+    _die_with(parent)
     _worker_codec = Codec(**settings)
+
+
+def _die_with(parent: int) -> None:
+    """Make a worker end when its parent does (kill -9 of the parent must not leave
+    workers blocked forever): Linux's PR_SET_PDEATHSIG, then a check for a parent that
+    died before it was set."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _encode(x, lanes, g):
@@ -204,7 +220,7 @@ class _Pool:
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init, initargs=(settings,))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init, initargs=(settings, os.getpid()))
         else:
             self._local = codec
 
