@@ -356,6 +356,53 @@ def mix_start(k, scratch, M, one):
     return np.uint64(math.floor(F * M)) + np.uint64(k)
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def mix_guess(cf, scratch, one):
+    """Bin of cf under the heaviest component (a guess only; mix_search corrects it)."""
+    best = 0
+    for c in range(1, scratch.shape[0]):
+        if scratch[c, 0] > scratch[best, 0]:
+            best = c
+    return guess(cf, scratch[best, 1], scratch[best, 2], one)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def mix_search(cf, k, scratch, M, one):
+    """(k, start, freq) with start(k) <= cf < start(k+1) under the mixture's quantised
+    CDF, galloping out from the guess k, then bisecting the bracket."""
+    s = mix_start(k, scratch, M, one)
+    if s <= cf:
+        lo, s_lo = k, s
+        step = 1
+        while True:
+            nk = min(k + step, 256)
+            sn = mix_start(nk, scratch, M, one)
+            if sn > cf:
+                hi, s_hi = nk, sn
+                break
+            lo, s_lo = nk, sn
+            step *= 2
+    else:
+        hi, s_hi = k, s
+        step = 1
+        while True:
+            nk = max(k - step, 0)
+            sn = mix_start(nk, scratch, M, one)
+            if sn <= cf:
+                lo, s_lo = nk, sn
+                break
+            hi, s_hi = nk, sn
+            step *= 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        sm = mix_start(mid, scratch, M, one)
+        if sm <= cf:
+            lo, s_lo = mid, sm
+        else:
+            hi, s_hi = mid, sm
+    return lo, s_lo, s_hi - s_lo
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _push_mix(heads, addr, lw, mean, log_scale, x, prec, lane_lo, lane_hi):
     n, D, K = mean.shape
@@ -384,17 +431,9 @@ def _pop_mix(heads, addr, lw, mean, log_scale, prec, out, lane_lo, lane_hi):
         for i in range(lane_lo, lane_hi):
             mix_prepare(lw, mean, log_scale, i, j, scratch)
             cf = heads[i] & mask
-            lo, hi = 0, 256                     # start(lo) <= cf < start(hi)
-            s_lo, s_hi = np.uint64(0), one
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                sm = mix_start(mid, scratch, M, one)
-                if sm <= cf:
-                    lo, s_lo = mid, sm
-                else:
-                    hi, s_hi = mid, sm
-            out[i, j] = lo
-            heads[i] = advance_x(heads[i], addr, i, s_lo, s_hi - s_lo, p, mask)
+            k, s_lo, f = mix_search(cf, mix_guess(cf, scratch, one), scratch, M, one)
+            out[i, j] = k
+            heads[i] = advance_x(heads[i], addr, i, s_lo, f, p, mask)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
