@@ -35,11 +35,7 @@ from bitsback._rans import Messages  # noqa: E402
 from bitsback.errors import BitsbackError, CorruptMessageError, FormatError, LimitError  # noqa: E402
 
 
-def bundled(name):
-    path = fuzz.model_path(name)
-    if path is None:
-        pytest.skip(f"bundled model {name!r} is not in src/bitsback/zoo/ (it is trained separately)")
-    return path
+from _models import bundled  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,7 @@ from bitsback import datasets  # noqa: E402
 DATA = ROOT / "data" / "t10k-images-idx3-ubyte.gz"
 
 
-def bundled(name):
-    path = fuzz.model_path(name)
-    if path is None:
-        pytest.skip(f"bundled model {name!r} is not in src/bitsback/zoo/ (it is trained separately)")
-    return path
+from _models import bundled  # noqa: E402
 
 
 @pytest.fixture(scope="module")
