@@ -115,3 +115,13 @@ def chunks_for(n, D=1):
     if t <= 1 or n < 2 or n * D < PARALLEL_MIN_SYMBOLS:
         return 1
     return min(t, n)
+
+
+def run_lanes(kernel, par_kernel, args, n, D=1):
+    """Run a family kernel over lanes 0..n-1: serially (``kernel(*args, 0, n)``), or in
+    lane chunks on numba threads (``par_kernel(*args, chunks)``), as chunks_for decides."""
+    ch = chunks_for(n, D)
+    if ch > 1:
+        par_kernel(*args, ch)
+    else:
+        kernel(*args, 0, n)

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._exp import fexp
-from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
+from ._coder import run_lanes, advance_x, check_prec, done, f32, lanes_of, push_x
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -137,11 +137,7 @@ def push(msgs, logits, x, prec):
     if x.shape != logits.shape:
         raise ValueError("x and logits must have the same shape")
     heads, addr = lanes_of(msgs, logits.shape[0])
-    ch = chunks_for(*logits.shape[:2])
-    if ch > 1:
-        _push_par(heads, addr, logits, x, prec, ch)
-    else:
-        _push(heads, addr, logits, x, prec, 0, logits.shape[0])
+    run_lanes(_push, _push_par, (heads, addr, logits, x, prec), *logits.shape[:2])
     done(msgs)
 
 
@@ -151,11 +147,7 @@ def pop(msgs, logits, prec):
     logits = f32(logits, 2, "logits")
     heads, addr = lanes_of(msgs, logits.shape[0])
     out = np.empty(logits.shape, np.uint8)
-    ch = chunks_for(*logits.shape[:2])
-    if ch > 1:
-        _pop_par(heads, addr, logits, prec, out, ch)
-    else:
-        _pop(heads, addr, logits, prec, out, 0, logits.shape[0])
+    run_lanes(_pop, _pop_par, (heads, addr, logits, prec, out), *logits.shape[:2])
     return out
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
+from ._coder import run_lanes, advance_x, check_prec, done, f32, lanes_of, push_x
 
 MAX_BITS = 16
 _RES = 17
@@ -213,11 +213,7 @@ def push_posterior(msgs, mu, sigma, idx, prec, b):
     mu, sigma, prec, b = _args(mu, sigma, prec, b)
     idx = _idx(idx, mu.shape, b)
     heads, addr = lanes_of(msgs, mu.shape[0])
-    ch = chunks_for(*mu.shape[:2])
-    if ch > 1:
-        _push_post_par(heads, addr, mu, sigma, idx, prec, b, _TABLE, ch)
-    else:
-        _push_post(heads, addr, mu, sigma, idx, prec, b, _TABLE, 0, mu.shape[0])
+    run_lanes(_push_post, _push_post_par, (heads, addr, mu, sigma, idx, prec, b, _TABLE), *mu.shape[:2])
     done(msgs)
 
 
@@ -226,11 +222,7 @@ def pop_posterior(msgs, mu, sigma, prec, b):
     mu, sigma, prec, b = _args(mu, sigma, prec, b)
     heads, addr = lanes_of(msgs, mu.shape[0])
     out = np.empty(mu.shape, np.int64)
-    ch = chunks_for(*mu.shape[:2])
-    if ch > 1:
-        _pop_post_par(heads, addr, mu, sigma, prec, b, _TABLE, out, ch)
-    else:
-        _pop_post(heads, addr, mu, sigma, prec, b, _TABLE, out, 0, mu.shape[0])
+    run_lanes(_pop_post, _pop_post_par, (heads, addr, mu, sigma, prec, b, _TABLE, out), *mu.shape[:2])
     return out
 
 

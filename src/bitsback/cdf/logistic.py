@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._exp import fexp, flog_guess
-from ._coder import chunks_for, advance_x, check_prec, done, f32, lanes_of, push_x
+from ._coder import run_lanes, advance_x, check_prec, done, f32, lanes_of, push_x
 
 LOG_SCALE_MIN = -7.0
 LOG_SCALE_MAX = 7.0
@@ -521,11 +521,7 @@ def push(msgs, mean, log_scale, x, prec):
     mean, log_scale = _pair(mean, log_scale, 2)
     x = _u8(x, mean.shape)
     heads, addr = lanes_of(msgs, mean.shape[0])
-    ch = chunks_for(*mean.shape[:2])
-    if ch > 1:
-        _push_par(heads, addr, mean, log_scale, x, prec, ch)
-    else:
-        _push(heads, addr, mean, log_scale, x, prec, 0, mean.shape[0])
+    run_lanes(_push, _push_par, (heads, addr, mean, log_scale, x, prec), *mean.shape[:2])
     done(msgs)
 
 
@@ -535,11 +531,7 @@ def pop(msgs, mean, log_scale, prec):
     mean, log_scale = _pair(mean, log_scale, 2)
     heads, addr = lanes_of(msgs, mean.shape[0])
     out = np.empty(mean.shape, np.uint8)
-    ch = chunks_for(*mean.shape[:2])
-    if ch > 1:
-        _pop_par(heads, addr, mean, log_scale, prec, out, ch)
-    else:
-        _pop(heads, addr, mean, log_scale, prec, out, 0, mean.shape[0])
+    run_lanes(_pop, _pop_par, (heads, addr, mean, log_scale, prec, out), *mean.shape[:2])
     return out
 
 
@@ -579,11 +571,7 @@ def push_ar(msgs, mean, log_scale, coef, x, prec):
     mean, log_scale, coef = _ar_args(mean, log_scale, coef)
     x = _u8(x, mean.shape)
     heads, addr = lanes_of(msgs, mean.shape[0])
-    ch = chunks_for(*mean.shape[:2])
-    if ch > 1:
-        _push_ar_par(heads, addr, mean, log_scale, coef, x, prec, ch)
-    else:
-        _push_ar(heads, addr, mean, log_scale, coef, x, prec, 0, mean.shape[0])
+    run_lanes(_push_ar, _push_ar_par, (heads, addr, mean, log_scale, coef, x, prec), *mean.shape[:2])
     done(msgs)
 
 
@@ -593,11 +581,7 @@ def pop_ar(msgs, mean, log_scale, coef, prec):
     mean, log_scale, coef = _ar_args(mean, log_scale, coef)
     heads, addr = lanes_of(msgs, mean.shape[0])
     out = np.zeros(mean.shape, np.uint8)
-    ch = chunks_for(*mean.shape[:2])
-    if ch > 1:
-        _pop_ar_par(heads, addr, mean, log_scale, coef, prec, out, ch)
-    else:
-        _pop_ar(heads, addr, mean, log_scale, coef, prec, out, 0, mean.shape[0])
+    run_lanes(_pop_ar, _pop_ar_par, (heads, addr, mean, log_scale, coef, prec, out), *mean.shape[:2])
     return out
 
 
@@ -624,25 +608,17 @@ def push_mixture(msgs, logit_weights, mean, log_scale, x, prec):
     lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
     x = _u8(x, mean.shape[:2])
     heads, addr = lanes_of(msgs, mean.shape[0])
-    ch = chunks_for(*mean.shape[:2])
-    if ch > 1:
-        _push_mix_par(heads, addr, lw, mean, log_scale, x, prec, ch)
-    else:
-        _push_mix(heads, addr, lw, mean, log_scale, x, prec, 0, mean.shape[0])
+    run_lanes(_push_mix, _push_mix_par, (heads, addr, lw, mean, log_scale, x, prec), *mean.shape[:2])
     done(msgs)
 
 
 def pop_mixture(msgs, logit_weights, mean, log_scale, prec):
-    """Pop uint8[n, D] under mixtures of logistics (binary search on the quantised CDF)."""
+    """Pop uint8[n, D] under mixtures of logistics (guess, then search the quantised CDF)."""
     prec = check_prec(prec, MIN_PREC)
     lw, mean, log_scale = _mix_args(logit_weights, mean, log_scale)
     heads, addr = lanes_of(msgs, mean.shape[0])
     out = np.empty(mean.shape[:2], np.uint8)
-    ch = chunks_for(*mean.shape[:2])
-    if ch > 1:
-        _pop_mix_par(heads, addr, lw, mean, log_scale, prec, out, ch)
-    else:
-        _pop_mix(heads, addr, lw, mean, log_scale, prec, out, 0, mean.shape[0])
+    run_lanes(_pop_mix, _pop_mix_par, (heads, addr, lw, mean, log_scale, prec, out), *mean.shape[:2])
     return out
 
 
