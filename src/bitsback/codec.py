@@ -31,7 +31,7 @@ from ._rans import Messages
 from .errors import BitsbackError, CorruptMessageError, FormatError, InputError, IntegrityError, ModelMismatchError
 from .runtime import Network, describe
 
-LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture")
+LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "bernoulli_context", "logistic_context")
 DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # Target share of the file spent on per-lane overhead when the lane count is chosen from N.
 LANE_OVERHEAD_SHARE = 0.004
@@ -63,8 +63,17 @@ class Model:
         self.dim = int(np.prod(self.shape))
         self.levels = int(m.get("levels", 2 if self.likelihood == "bernoulli" else 256))
         self.latent = int(m["latent_size"])
+        files = ["encoder.onnx", "decoder.onnx"]
+        self.context = None
+        if self.likelihood.endswith("_context"):
+            files.append("context.npz")
+            try:
+                with np.load(self.dir / "context.npz", allow_pickle=False) as tables:
+                    self.context = cdf.context.Context(self.likelihood, m["context"], tables)
+            except (OSError, KeyError, ValueError, TypeError) as e:
+                raise BitsbackError(f"model {self.name}: bad context spec or tables: {e}") from None
         digest = hashlib.sha256()
-        for f in ("encoder.onnx", "decoder.onnx"):
+        for f in files:
             digest.update(hashlib.sha256((self.dir / f).read_bytes()).digest())
         self.sha256 = digest.hexdigest()
         rec = m.get("precision") or m.get("recommended_precision") or {}
@@ -199,7 +208,9 @@ class Codec:
 
     def _push_x(self, msgs, out, x, prec):
         lik = self.model.likelihood
-        if lik == "bernoulli":
+        if self.model.context:
+            self.model.context.push(msgs, out["features"], x, prec)
+        elif lik == "bernoulli":
             cdf.bernoulli.push(msgs, out["logits"], x, prec)
         elif lik == "logistic":
             cdf.logistic.push(msgs, out["mean"], out["log_scale"], x, prec)
@@ -208,6 +219,8 @@ class Codec:
 
     def _pop_x(self, msgs, out, prec):
         lik = self.model.likelihood
+        if self.model.context:
+            return self.model.context.pop(msgs, out["features"], prec)
         if lik == "bernoulli":
             return cdf.bernoulli.pop(msgs, out["logits"], prec)
         if lik == "logistic":

@@ -114,6 +114,25 @@ def _export_one(module, example, in_name, out_names, path: Path, fp16: bool):
     _atomic_bytes(path, proto.SerializeToString())
 
 
+class _FeaturesOnly(torch.nn.Module):
+    """A context decoder without its tables: z -> features (what decoder.onnx computes)."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.inner = decoder
+
+    def forward(self, z):
+        return self.inner(z)[0]
+
+
+def _npz(arrays: dict) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
 def round_weights_fp16_(module: torch.nn.Module, min_elems: int = 1024):
     """Round a module's big float parameters to float16 precision in place (what fp16 export ships)."""
     with torch.no_grad():
@@ -172,6 +191,15 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
         mu, sigma = encoder(x)
     Z = int(mu.shape[1]) if latent is None else int(latent)
     _export_one(encoder, x, "x", ("mu", "sigma"), out_dir / "encoder.onnx", fp16)
+    files = ["encoder.onnx", "decoder.onnx"]
+    context = None
+    if likelihood.endswith("_context"):
+        # decoder.onnx gives the per-pixel features; the context tables ship as context.npz
+        head = decoder.context
+        context = head.spec
+        _atomic_bytes(out_dir / "context.npz", _npz(head.tables()))
+        files.append("context.npz")
+        decoder = _FeaturesOnly(decoder)
     _export_one(decoder, torch.zeros(2, Z), "z", OUTPUT_NAMES[likelihood], out_dir / "decoder.onnx", fp16)
     manifest = {
         "format_version": MANIFEST_VERSION,
@@ -201,10 +229,12 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
         "training": training or {},
         "metrics": metrics or {},
     }
+    if context is not None:
+        manifest["context"] = context
     if extra:
         manifest.update(extra)
     manifest["files"] = {f: {"sha256": sha256_file(out_dir / f), "bytes": (out_dir / f).stat().st_size}
-                         for f in ("encoder.onnx", "decoder.onnx")}
+                         for f in files}
     write_manifest(out_dir, manifest)
     return manifest
 

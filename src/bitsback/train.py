@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import datasets
-from .models import build_vae, decoder_logprob, sample
+from .models import build_vae, decoder_logprob, make_spec, sample
 from .models.likelihoods import LN2
 
 # ----------------------------------------------------------------------------- data
@@ -322,6 +322,10 @@ def cmd_vae(args):
     x = load_images(args.data, args.preprocess)
     raw = datasets.load(args.data)
     model_cfg["image_shape"] = list(raw.shape[1:])
+    if args.likelihood.endswith("_context"):
+        over = ({"mixture": args.mixture} if args.likelihood == "logistic_context"
+                else {"features": args.features})
+        model_cfg["context"] = make_spec(args.likelihood, model_cfg["image_shape"], **over)
     x_train, x_val = split_train_val(x, args.n_val, seed=0)
     enc, dec = build_vae(model_cfg)
     enc.to(args.device); dec.to(args.device)
@@ -337,7 +341,12 @@ def cmd_vae(args):
         return bpd(eval_neg_elbo(enc, dec, x_val, cfg, device=args.device), dim)
 
     meta = {"stage": "vae", "argv": sys.argv, "args": _args_dict(args), "preprocess": args.preprocess}
-    best = _epochs(args, out, enc, dec, list(enc.parameters()) + list(dec.parameters()), step, val, cfg,
+    # The context tables are sparse (one row per context) and start far from their optimum:
+    # they may learn with a larger step (--context-lr-scale).
+    ctx = [p for n, p in dec.named_parameters() if n.startswith("context.")]
+    rest = [p for n, p in dec.named_parameters() if not n.startswith("context.")] + list(enc.parameters())
+    params = [{"params": rest}] + ([{"params": ctx, "lr": args.context_lr_scale * args.lr}] if ctx else [])
+    best = _epochs(args, out, enc, dec, params, step, val, cfg,
                    {"x_train": x_train, "meta": meta})
     _finish(out, best, args)
 
@@ -561,13 +570,17 @@ def build_parser():
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("vae", help="ELBO training of encoder + decoder")
     _common(p)
-    p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "logistic", "logistic_mixture"])
+    p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "logistic", "logistic_mixture",
+                                                                      "bernoulli_context", "logistic_context"])
     p.add_argument("--preprocess", default="binarize", choices=sorted(PREPROCESS))
     p.add_argument("--levels", type=int, default=2)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--mixture", type=int, default=1)
+    p.add_argument("--features", type=int, default=4, help="bernoulli_context: decoder features per pixel")
+    p.add_argument("--context-lr-scale", type=float, default=10.0,
+                   help="context tables learn at this multiple of --lr")
     p.set_defaults(func=cmd_vae)
     p = sub.add_parser("encoder", help="encoder-only objective on a frozen decoder")
     _common(p)

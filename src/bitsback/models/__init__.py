@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .likelihoods import (LOG_SCALE_MAX, LOG_SCALE_MIN, OUTPUT_NAMES, decoder_logprob,
                           decoder_nll, sample)
+from .context import make_spec
 from .mlp import MLPDecoder, MLPEncoder
 from .resnet import ResNetDecoder, ResNetEncoder
 
@@ -32,7 +33,10 @@ def build_vae(config: dict):
     dim = int(np.prod(cfg["image_shape"]))
     if cfg["arch"] == "mlp":
         enc = MLPEncoder(dim, cfg["latent"], cfg["hidden"], cfg["levels"])
-        dec = MLPDecoder(dim, cfg["latent"], cfg["hidden"], cfg["likelihood"], cfg["mixture"])
+        ctx = cfg.get("context")
+        if cfg["likelihood"].endswith("_context") and not ctx:
+            ctx = make_spec(cfg["likelihood"], cfg["image_shape"])
+        dec = MLPDecoder(dim, cfg["latent"], cfg["hidden"], cfg["likelihood"], cfg["mixture"], ctx)
     elif cfg["arch"] == "resnet":
         enc = ResNetEncoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])
         dec = ResNetDecoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])

@@ -23,6 +23,7 @@ def onnx_weights(path) -> dict:
 
 def _fill(module: torch.nn.Module, weights: dict, path):
     sd = module.state_dict()
+    sd = {k: v for k, v in sd.items() if not k.startswith("context.")}  # tables: context.npz
     missing = [k for k in sd if k not in weights]
     if missing:
         raise ValueError(f"{path}: ONNX file lacks initializers {missing[:5]} (was it exported by bitsback?)")
@@ -35,7 +36,12 @@ def _fill(module: torch.nn.Module, weights: dict, path):
             else:
                 raise ValueError(f"{path}: initializer {k} has shape {w.shape}, expected {tuple(v.shape)}")
         new[k] = torch.from_numpy(np.ascontiguousarray(w))
-    module.load_state_dict(new)
+    module.load_state_dict(new, strict=False)   # strict but for context.*, checked above
+
+
+def _unwrapped(weights: dict) -> dict:
+    """Names as the bare decoder has them (a context decoder is exported wrapped: inner.*)."""
+    return {k[len("inner."):] if k.startswith("inner.") else k: v for k, v in weights.items()}
 
 
 def load_torch(model_dir):
@@ -49,5 +55,8 @@ def load_torch(model_dir):
         raise ValueError(f"{model_dir}: manifest has no 'config'; cannot rebuild torch modules")
     enc, dec = build_vae(cfg)
     _fill(enc, onnx_weights(model_dir / manifest["encoder"]["file"]), model_dir / "encoder.onnx")
-    _fill(dec, onnx_weights(model_dir / manifest["decoder"]["file"]), model_dir / "decoder.onnx")
+    _fill(dec, _unwrapped(onnx_weights(model_dir / manifest["decoder"]["file"])), model_dir / "decoder.onnx")
+    if hasattr(dec, "context"):
+        with np.load(model_dir / "context.npz") as tables:
+            dec.context.load_tables(tables)
     return enc.eval(), dec.eval(), manifest

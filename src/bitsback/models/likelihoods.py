@@ -20,7 +20,8 @@ except Exception:  # pragma: no cover - identical fallback, keep in sync
     LOG_SCALE_MIN = -7.0
     LOG_SCALE_MAX = 7.0
 
-LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "logistic_ar")
+LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "logistic_ar", "bernoulli_context",
+               "logistic_context")
 
 # decoder.onnx output names per likelihood (the public interface)
 OUTPUT_NAMES = {
@@ -28,6 +29,9 @@ OUTPUT_NAMES = {
     "logistic": ("mean", "log_scale"),
     "logistic_mixture": ("logit_weights", "mean", "log_scale"),
     "logistic_ar": ("mean", "log_scale", "coeffs"),
+    # (B, D, d) per-pixel features; the context tables ship beside the ONNX (context.npz)
+    "bernoulli_context": ("features",),
+    "logistic_context": ("features",),
 }
 
 
@@ -93,6 +97,8 @@ def decoder_logprob(likelihood: str, outputs, x: torch.Tensor, levels: int = 256
         return logistic_mixture_logprob(outputs[0], outputs[1], outputs[2], x, levels)
     if likelihood == "logistic_ar":
         return logistic_ar_logprob(outputs[0], outputs[1], outputs[2], x, levels=levels)
+    if likelihood.endswith("_context"):   # outputs = (features, ContextHead)
+        return outputs[1].logprob(outputs[0], x, levels)
     raise ValueError(f"unknown likelihood {likelihood!r}")
 
 
@@ -106,6 +112,8 @@ def sample(likelihood: str, outputs, levels: int = 256, generator=None) -> torch
     """Draw x ~ p(x|z) as raw symbol values (float), shape (B, D)."""
     if isinstance(outputs, torch.Tensor):
         outputs = (outputs,)
+    if likelihood.endswith("_context"):
+        return outputs[1].sample(outputs[0], levels, generator)
     if likelihood == "bernoulli":
         p = torch.sigmoid(outputs[0])
         return (torch.rand(p.shape, generator=generator, device=p.device) < p).float()

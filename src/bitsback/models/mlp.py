@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .context import ContextHead, n_features
 from .likelihoods import LOG_SCALE_MAX, LOG_SCALE_MIN
 
 
@@ -46,7 +47,7 @@ class MLPDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500, 500),
-                 likelihood: str = "bernoulli", mixture: int = 1):
+                 likelihood: str = "bernoulli", mixture: int = 1, context: dict | None = None):
         super().__init__()
         self.likelihood = likelihood
         self.dim = dim
@@ -58,6 +59,9 @@ class MLPDecoder(nn.Module):
             nout = 2
         elif likelihood == "logistic_mixture":
             nout = 3 * mixture
+        elif likelihood.endswith("_context"):
+            nout = self.features = n_features(likelihood, context)
+            self.context = ContextHead(likelihood, context)
         else:
             raise ValueError(f"MLPDecoder does not support likelihood {likelihood!r}")
         self.head = nn.Linear(hidden[-1], nout * dim)
@@ -70,10 +74,15 @@ class MLPDecoder(nn.Module):
         B = z.shape[0]
         if self.likelihood == "bernoulli":
             return out
+        if self.likelihood == "bernoulli_context":
+            return out.view(B, self.dim, self.features), self.context
         ls_off = math.log(127.5) - 2.0
         if self.likelihood == "logistic":
             m, ls = out.view(B, 2, self.dim).unbind(1)
             return 127.5 + 127.5 * m, torch.clamp(ls + ls_off, LOG_SCALE_MIN, LOG_SCALE_MAX)
+        if self.likelihood == "logistic_context":
+            m, s, g = out.view(B, self.dim, 3).unbind(-1)
+            return torch.stack([m, s + ls_off, g], -1), self.context
         M = self.mixture
         w, m, ls = out.view(B, 3, self.dim, M).unbind(1)
         return w, 127.5 + 127.5 * m, torch.clamp(ls + ls_off, LOG_SCALE_MIN, LOG_SCALE_MAX)

@@ -1,0 +1,325 @@
+"""Causal-context families: each pixel's model reads already-coded pixels of its image.
+
+The formulas are those of :mod:`bitsback.models.context` (the module doc there is the
+spec). Decoding runs in raster order, pixel-major with lanes inside, so that pixel j of a
+lane is decoded after every pixel it reads; encoding pushes in the reverse order and may
+read any pixel (all are known), and computes the same float64 numbers from the same
+float32 inputs, so both sides build identical CDFs.
+
+Invariant kept here: context offsets are causal (checked by :class:`Context`), so the
+decoder never reads a pixel it has not decoded yet.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..errors import BitsbackError
+from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
+from .bernoulli import freq0
+from .logistic import MIN_PREC, mix_guess, mix_search, mix_start, params
+from ._exp import fexp
+
+
+# Geometry: every lane keeps its image in a zero-padded buffer (R rows above, P columns
+# left and right) so that a neighbour is one load at a fixed delta, with no bounds checks.
+# geo = (W, Wp, R, P), Wp = W + 2P; pixel j = (r, c) sits at (r + R) * Wp + c + P.
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def slot(j, geo):
+    W, Wp, R, P = geo
+    r = j // W
+    return (r + R) * Wp + (j - r * W) + P
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def context_of(pad, i, b, cdelta, lut, qpow):
+    """sum_t lut[neighbour t] * Q**t for the pixel at slot b of lane i's padded image."""
+    idx = 0
+    for t in range(cdelta.shape[0]):
+        idx += lut[pad[i, b + cdelta[t]]] * qpow[t]
+    return idx
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p):
+    c = context_of(pad, i, b, cdelta, lut, qpow)
+    logit = np.float64(bias[c])
+    for k in range(feats.shape[2]):
+        logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
+    return freq0(logit, p)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _push_bern(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec, lane_lo, lane_hi):
+    n, D, _ = feats.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    for j in range(D - 1, -1, -1):
+        b = slot(j, geo)
+        for i in range(lane_lo, lane_hi):
+            f0 = bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p)
+            bit = x[i, j] != 0
+            heads[i] = push_x(heads[i], addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pop_bern(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec, out, lane_lo, lane_hi):
+    n, D, _ = feats.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    mask = one - np.uint64(1)
+    for j in range(D):
+        b = slot(j, geo)
+        for i in range(lane_lo, lane_hi):
+            f0 = bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p)
+            x = heads[i]
+            bit = (x & mask) >= f0
+            out[i, j] = 1 if bit else 0
+            pad[i, b] = 1 if bit else 0
+            heads[i] = advance_x(x, addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p, mask)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch):
+    """Fill scratch[k] = (weight, mean, 1/scale) of pixel j's components (as mix_prepare)."""
+    c = context_of(pad, i, b, cdelta, lut, qpow)
+    m = np.float64(feats[i, j, 0])
+    s = np.float64(feats[i, j, 1])
+    g = np.float64(feats[i, j, 2])
+    K = scratch.shape[0]
+    top = -1e300
+    for k in range(K):
+        a = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
+        if a != a:
+            a = 0.0
+        a = min(max(a, -100.0), 100.0)
+        scratch[k, 0] = a
+        top = max(top, a)
+    tot = 0.0
+    for k in range(K):
+        e = fexp(scratch[k, 0] - top)
+        scratch[k, 0] = e
+        tot += e
+    for k in range(K):
+        scratch[k, 0] /= tot
+        u = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
+        for t in range(ldelta.shape[0]):
+            u += np.float64(coef[c, k, t]) * (np.float64(pad[i, b + ldelta[t]]) / 127.5 - 1.0)
+        mean = 127.5 + 127.5 * u
+        mu, inv_s = params(mean, np.float64(lscale[c, k]) + s)
+        scratch[k, 1] = mu
+        scratch[k, 2] = inv_s
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _push_mix(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec, lane_lo, lane_hi):
+    n, D, _ = feats.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    M = np.float64(one - np.uint64(256))
+    mgain, coef, mbias, lscale, wbias, wgain = T
+    scratch = np.empty((mgain.shape[1], 3))
+    for j in range(D - 1, -1, -1):
+        b = slot(j, geo)
+        for i in range(lane_lo, lane_hi):
+            mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch)
+            k = np.int64(x[i, j])
+            lo = mix_start(k, scratch, M, one)
+            hi = mix_start(k + 1, scratch, M, one)
+            heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pop_mix(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, out, lane_lo, lane_hi):
+    n, D, _ = feats.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    mask = one - np.uint64(1)
+    M = np.float64(one - np.uint64(256))
+    mgain, coef, mbias, lscale, wbias, wgain = T
+    scratch = np.empty((mgain.shape[1], 3))
+    for j in range(D):
+        b = slot(j, geo)
+        for i in range(lane_lo, lane_hi):
+            mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch)
+            cf = heads[i] & mask
+            k, s_lo, f = mix_search(cf, mix_guess(cf, scratch, one), scratch, M, one)
+            out[i, j] = k
+            pad[i, b] = k
+            heads[i] = advance_x(heads[i], addr, i, s_lo, f, p, mask)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _freqs_bern(feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec):
+    n, D, _ = feats.shape
+    p = np.uint64(prec)
+    one = np.uint64(1) << p
+    f = np.empty((n, D), np.uint32)
+    for i in range(n):
+        for j in range(D):
+            f0 = bern_freq0(feats, pad, i, j, slot(j, geo), cdelta, lut, qpow, gain, bias, p)
+            f[i, j] = one - f0 if x[i, j] else f0
+    return f
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _freqs_mix(feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec):
+    n, D, _ = feats.shape
+    one = np.uint64(1) << np.uint64(prec)
+    M = np.float64(one - np.uint64(256))
+    mgain, coef, mbias, lscale, wbias, wgain = T
+    scratch = np.empty((mgain.shape[1], 3))
+    f = np.empty((n, D), np.uint32)
+    for i in range(n):
+        for j in range(D):
+            mix_scratch(feats, pad, i, j, slot(j, geo), cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch)
+            k = np.int64(x[i, j])
+            f[i, j] = mix_start(k + 1, scratch, M, one) - mix_start(k, scratch, M, one)
+    return f
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _push_bern_par(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec, chunks):
+    n = feats.shape[0]
+    for c in prange(chunks):
+        _push_bern(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec,
+                   c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _pop_bern_par(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec, out, chunks):
+    n = feats.shape[0]
+    for c in prange(chunks):
+        _pop_bern(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec, out,
+                  c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _push_mix_par(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec, chunks):
+    n = feats.shape[0]
+    for c in prange(chunks):
+        _push_mix(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec,
+                  c * n // chunks, (c + 1) * n // chunks)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _pop_mix_par(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, out, chunks):
+    n = feats.shape[0]
+    for c in prange(chunks):
+        _pop_mix(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, out,
+                 c * n // chunks, (c + 1) * n // chunks)
+
+
+TABLES = {
+    "bernoulli_context": ("gain", "bias"),
+    "logistic_context": ("mgain", "coef", "mbias", "lscale", "wbias", "wgain"),
+}
+def n_features(likelihood: str, spec: dict) -> int:
+    """d, the decoder's features per pixel."""
+    return int(spec.get("features", 1)) if likelihood == "bernoulli_context" else 3
+
+
+def _offsets(spec, key):
+    offs = np.asarray(spec.get(key, []), np.int64).reshape(-1, 2)
+    for dy, dx in offs:
+        if not (dy < 0 or (dy == 0 and dx < 0)):
+            raise BitsbackError(f"context {key}: ({dy}, {dx}) is not a causal neighbour")
+    return offs
+
+
+class Context:
+    """One causal-context likelihood: its spec and tables, with push/pop over lanes.
+
+    ``feats`` is the decoder's (n, D, d) float32 output, d = n_features(likelihood, spec).
+    """
+
+    def __init__(self, likelihood: str, spec: dict, tables):
+        if likelihood not in TABLES:
+            raise BitsbackError(f"not a context likelihood: {likelihood!r}")
+        self.likelihood = likelihood
+        H, W = (int(s) for s in spec["shape"])
+        offs, self.lin = _offsets(spec, "ctx_offsets"), _offsets(spec, "lin_offsets")
+        allo = np.concatenate([offs, self.lin])
+        R, P = int(-allo[:, 0].min()), int(np.abs(allo[:, 1]).max())
+        self.H, self.D, Wp = H, H * W, W + 2 * P
+        self.geo = (W, Wp, R, P)
+        self.cdelta = np.ascontiguousarray(offs[:, 0] * Wp + offs[:, 1])
+        self.ldelta = np.ascontiguousarray(self.lin[:, 0] * Wp + self.lin[:, 1])
+        thr = np.asarray(spec["thresholds"], np.int64).reshape(-1)
+        self.lut = (np.arange(256)[:, None] >= thr[None, :]).sum(1).astype(np.int64)
+        Q = thr.size + 1
+        self.qpow = Q ** np.arange(len(offs), dtype=np.int64)
+        C = Q ** len(offs)
+        self.tables = tuple(np.ascontiguousarray(tables[name], np.float32) for name in TABLES[likelihood])
+        for name, t in zip(TABLES[likelihood], self.tables):
+            if t.shape[0] != C or not np.isfinite(t).all():
+                raise BitsbackError(f"context table {name} has shape {t.shape}; expected {C} finite rows")
+        self.d = n_features(likelihood, spec)
+        if likelihood == "bernoulli_context":
+            if self.tables[0].shape != (C, self.d) or self.tables[1].shape != (C,):
+                raise BitsbackError(f"context tables gain/bias have shapes {self.tables[0].shape}/{self.tables[1].shape}")
+        else:
+            K = int(spec["mixture"])
+            want = {"coef": (C, K, len(self.lin))}
+            for name, t in zip(TABLES[likelihood], self.tables):
+                if t.shape != want.get(name, (C, K)):
+                    raise BitsbackError(f"context table {name} has shape {t.shape}; expected {want.get(name, (C, K))}")
+
+    def _feats(self, feats):
+        feats = f32(feats, 3, "features")
+        if feats.shape[1:] != (self.D, self.d):
+            raise ValueError(f"features must be (n, {self.D}, {self.d}); got {feats.shape}")
+        return feats
+
+    def _x(self, x, n):
+        x = np.ascontiguousarray(x, np.uint8)
+        if x.shape != (n, self.D):
+            raise ValueError(f"symbols must be ({n}, {self.D}); got {x.shape}")
+        if self.likelihood == "bernoulli_context" and x.size and x.max() > 1:
+            raise ValueError("Bernoulli symbols must be 0 or 1")
+        return x
+
+    def _padded(self, x=None, n=0):
+        """Zero-padded image buffers (n, (H + R) * Wp), holding x when given."""
+        W, Wp, R, P = self.geo
+        if x is None:
+            return np.zeros((n, (self.H + R) * Wp), np.uint8)
+        pad = np.zeros((len(x), self.H + R, Wp), np.uint8)
+        pad[:, R:, P:P + W] = x.reshape(len(x), self.H, W)
+        return pad.reshape(len(x), -1)
+
+    def _args(self):
+        g = (self.geo, self.cdelta, self.lut, self.qpow)
+        if self.likelihood == "bernoulli_context":
+            return (*g, *self.tables)
+        return (*g, self.ldelta, self.tables)
+
+    def _prec(self, prec):
+        return check_prec(prec, MIN_PREC if self.likelihood == "logistic_context" else 1)
+
+    def push(self, msgs, feats, x, prec):
+        """Push symbols x (uint8 (n, D)) onto lanes 0..n-1."""
+        prec, feats = self._prec(prec), self._feats(feats)
+        x = self._x(x, feats.shape[0])
+        heads, addr = lanes_of(msgs, feats.shape[0])
+        k, kp = (_push_bern, _push_bern_par) if self.likelihood == "bernoulli_context" else (_push_mix, _push_mix_par)
+        run_lanes(k, kp, (heads, addr, feats, x, self._padded(x), *self._args(), prec), feats.shape[0], self.D)
+        done(msgs)
+
+    def pop(self, msgs, feats, prec):
+        """Pop uint8 (n, D) symbols, pixel 0 first, from lanes 0..n-1."""
+        prec, feats = self._prec(prec), self._feats(feats)
+        heads, addr = lanes_of(msgs, feats.shape[0])
+        out = np.zeros((feats.shape[0], self.D), np.uint8)
+        k, kp = (_pop_bern, _pop_bern_par) if self.likelihood == "bernoulli_context" else (_pop_mix, _pop_mix_par)
+        run_lanes(k, kp, (heads, addr, feats, self._padded(None, len(out)), *self._args(), prec, out),
+                  feats.shape[0], self.D)
+        return out
+
+    def code_length(self, feats, x, prec):
+        """Ideal code length in bits of x under the quantised model, per image (n,)."""
+        prec, feats = self._prec(prec), self._feats(feats)
+        x = self._x(x, feats.shape[0])
+        fn = _freqs_bern if self.likelihood == "bernoulli_context" else _freqs_mix
+        f = fn(feats, x, self._padded(x), *self._args(), prec)
+        return prec * self.D - np.log2(f.astype(np.float64)).sum(1)
