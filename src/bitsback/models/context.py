@@ -152,41 +152,18 @@ class ContextHead(nn.Module):
         lp = discretized_logistic_logprob_elementwise(mean, ls, x.unsqueeze(-1), levels)
         return torch.logsumexp(lp + F.log_softmax(lw, -1), -1).sum(-1)
 
-    def _at(self, x, i, offsets):
-        """(B, J) raw values of pixel i's neighbours at offsets (0 outside the image)."""
-        H, W = self.spec["shape"]
-        r, col = divmod(i, W)
-        zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        cols = [x[:, (r + dy) * W + col + dx] if r + dy >= 0 and 0 <= col + dx < W else zero
-                for dy, dx in offsets]
-        return torch.stack(cols, 1)
-
     @torch.no_grad()
     def sample(self, feats: torch.Tensor, levels: int = 256, generator=None) -> torch.Tensor:
-        """x ~ p(x | features), pixel by pixel in raster order, (B, D) raw values."""
-        B, D, _ = feats.shape
-        x = torch.zeros(B, D, dtype=feats.dtype, device=feats.device)
-        spec = self.spec
-        thr = torch.tensor(spec["thresholds"], dtype=x.dtype, device=x.device)
-        Q = len(spec["thresholds"]) + 1
-        weights = torch.tensor([Q ** j for j in range(len(spec["ctx_offsets"]))], device=x.device)
-        for i in range(D):
-            # the parameters of pixel i only read pixels < i, which are final already
-            nb = self._at(x, i, spec["ctx_offsets"])
-            c = ((nb.unsqueeze(-1) >= thr).sum(-1) * weights).sum(1)
-            f = feats[:, i]
-            if self.likelihood == "bernoulli_context":
-                p = torch.sigmoid((self.gain[c] * f).sum(-1) + self.bias[c])
-                x[:, i] = (torch.rand(B, generator=generator, device=x.device) < p).to(x.dtype)
-                continue
-            u = self._at(x, i, spec["lin_offsets"]) / 127.5 - 1.0
-            mean = 127.5 + 127.5 * (self.mgain[c] * f[:, :1] + (self.coef[c] * u.unsqueeze(1)).sum(-1)
-                                    + self.mbias[c])
-            ls = torch.clamp(self.lscale[c] + f[:, 1:2], LOG_SCALE_MIN, LOG_SCALE_MAX)
-            lw = self.wbias[c] + self.wgain[c] * f[:, 2:3]
-            k = torch.multinomial(F.softmax(lw, -1), 1, generator=generator)
-            mu = mean.gather(1, k).squeeze(1)
-            s = torch.exp(ls.gather(1, k).squeeze(1))
-            u = torch.rand(B, generator=generator, device=x.device).clamp(1e-6, 1 - 1e-6)
-            x[:, i] = torch.round(mu + s * (torch.log(u) - torch.log1p(-u))).clamp(0, levels - 1)
-        return x
+        """x ~ p(x | features) under the coder's quantised model, (B, D) raw values.
+
+        Decoding random bits is sampling: the coder pops every pixel, in raster order,
+        from fresh messages whose words come from a seeded generator.
+        """
+        from .._rans import Messages
+        from ..cdf.context import Context
+
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        feats_np = feats.detach().cpu().float().numpy()
+        ctx = Context(self.likelihood, self.spec, self.tables())
+        x = ctx.pop(Messages(len(feats_np), seed), feats_np, 24)
+        return torch.from_numpy(x.astype(np.float32)).to(feats.device)
