@@ -267,7 +267,10 @@ def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
         ck = torch.load(last, map_location=args.device, weights_only=False)
         enc.load_state_dict(ck["encoder"])
         dec.load_state_dict(ck["decoder"])
+        lrs = [g["lr"] for g in opt.param_groups]
         opt.load_state_dict(ck["optimizer"])
+        for g, lr in zip(opt.param_groups, lrs):  # a resumed run may continue at another --lr
+            g["lr"] = lr
         start_epoch, best, history = ck["epoch"], ck["best_val_bpd"], ck.get("history", [])
         torch.set_rng_state(ck["rng"])
         print(f"resumed from {last} at epoch {start_epoch}", file=sys.stderr)
