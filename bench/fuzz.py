@@ -6,7 +6,8 @@ takes one seed, applies one or more mutations and decodes the result in a worker
 * bit flips and byte edits (raw, and re-sealed with a fresh checksum so they reach the parser
   and the decoder instead of stopping at the sha256),
 * truncation and extension (raw, and re-sealed with a fixed-up payload length),
-* header JSON edits re-sealed: every field set to hostile values (huge, negative, zero,
+* header JSON edits re-sealed (written as container version 1, plain JSON, or version 2,
+  zlib; plus zlib garbage and zlib bombs): every field set to hostile values (huge, negative, zero,
   wrong type, NaN, deep nesting), fields deleted, unknown fields added, raw JSON garbage,
 * payload edits re-sealed: lanes swapped, a lane's head or word count edited, words flipped,
   lanes dropped or duplicated, the lane count edited,
@@ -40,6 +41,7 @@ import resource
 import struct
 import sys
 import time
+import zlib
 from collections import Counter
 from multiprocessing import get_context
 from pathlib import Path
@@ -71,9 +73,17 @@ def available_models() -> list[str]:
 
 # ----------------------------------------------------------------------------- container surgery
 def split(blob: bytes):
-    """(header_bytes, payload) of a well-formed container (no checks beyond framing)."""
-    _, _, hlen = _PREFIX.unpack_from(blob)
+    """(header JSON bytes, payload) of a well-formed container (no checks beyond framing).
+
+    A version-2 (zlib) header is inflated when it can be, so that mutations edit JSON;
+    ``forge`` writes it back as version 1 (plain JSON) unless told otherwise."""
+    _, version, hlen = _PREFIX.unpack_from(blob)
     head = blob[_PREFIX.size : _PREFIX.size + hlen]
+    if version == 2:
+        try:
+            head = zlib.decompress(head)
+        except zlib.error:
+            pass
     (plen,) = _U64.unpack_from(blob, _PREFIX.size + hlen)
     p0 = _PREFIX.size + hlen + _U64.size
     return head, blob[p0 : p0 + plen]
@@ -83,10 +93,14 @@ def seal(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def forge(head: bytes, payload: bytes, version: int = 1, hlen: int | None = None, plen: int | None = None) -> bytes:
-    """``body + sha256(body)`` around any header bytes and payload (lengths overridable)."""
+def forge(head: bytes, payload: bytes, version: int = 1, hlen: int | None = None, plen: int | None = None,
+          deflate: bool = False) -> bytes:
+    """``body + sha256(body)`` around any header bytes and payload (lengths overridable);
+    ``deflate`` zlib-compresses the header bytes first (as container version 2 stores them)."""
     from bitsback.container import MAGIC
 
+    if deflate:
+        head = zlib.compress(head)
     body = (_PREFIX.pack(MAGIC, version, len(head) if hlen is None else hlen) + head
             + _U64.pack(len(payload) if plen is None else plen) + payload)
     return seal(body)
@@ -219,12 +233,17 @@ def m_header_field(blob, r, seeds):
         text = json.dumps(h, sort_keys=r.int(0, 1) == 1).encode()
     except ValueError:
         text = head
-    return forge(text, payload)
+    return forge(text, payload, version=2, deflate=True) if r.int(0, 1) else forge(text, payload)
 
 
 def m_header_raw(blob, r, seeds):
     head, payload = split(blob)
-    k = r.int(0, 3)
+    k = r.int(0, 5)
+    if k == 4:    # version 2 with damaged zlib data
+        return forge(_flip_bits(zlib.compress(head), r), payload, version=2)
+    if k == 5:    # version 2 zlib bomb / oversized or truncated stream
+        bomb = zlib.compress(b" " * r.choice((2**20, 2**20 + 1, 2**24)), 9)
+        return forge(r.choice((bomb, bomb[: len(bomb) // 2], zlib.compress(head) + b"x")), payload, version=2)
     if k == 0:
         head = _flip_bits(head, r)
     elif k == 1:
@@ -248,7 +267,7 @@ def m_lengths(blob, r, seeds):
 
 def m_version(blob, r, seeds):
     head, payload = split(blob)
-    return forge(head, payload, version=r.choice((0, 2, 255, 65535)))
+    return forge(head, payload, version=r.choice((0, 3, 255, 65535)))
 
 
 def m_lanes(blob, r, seeds):

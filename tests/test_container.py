@@ -1,6 +1,7 @@
 import hashlib
 import json
 import struct
+import zlib
 
 import pytest
 
@@ -32,10 +33,14 @@ def header(**over):
     return h
 
 
-def forge(h, payload=b"abc", raw_header=None):
-    """A container with a valid checksum around an arbitrary (possibly hostile) header."""
+def forge(h, payload=b"abc", raw_header=None, version=1):
+    """A container with a valid checksum around an arbitrary (possibly hostile) header.
+    Version 1 stores the header bytes as they are (plain JSON), version 2 as given too
+    (the caller compresses: hostile zlib streams are the point)."""
     head = raw_header if raw_header is not None else json.dumps(h).encode()
-    body = struct.pack("<6sHI", container.MAGIC, container.VERSION, len(head)) + head + struct.pack("<Q", len(payload)) + payload
+    if version == 2 and raw_header is None:
+        head = zlib.compress(head)
+    body = struct.pack("<6sHI", container.MAGIC, version, len(head)) + head + struct.pack("<Q", len(payload)) + payload
     return body + hashlib.sha256(body).digest()
 
 
@@ -126,3 +131,35 @@ def test_wrong_version():
     blob[6] = 99
     with pytest.raises(FormatError, match="version"):
         container.unpack(bytes(blob))
+
+
+def test_version_1_plain_json_headers_are_still_read():
+    h0 = header(shards=[[4, 1, 1, SH], [6, 1, 2, SH]])
+    h, p = container.unpack(forge(h0, b"abc", version=1))
+    assert h == h0 and bytes(p) == b"abc"
+    h, p = container.unpack(forge(h0, b"abc", version=2))
+    assert h == h0
+
+
+def test_new_files_have_a_compressed_header():
+    h0 = header(shards=[[1, 1, 0, SH]] * 10)
+    blob = container.pack(h0, b"")
+    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 2
+    assert struct.unpack_from("<I", blob, 8)[0] < len(json.dumps(h0))
+
+
+@pytest.mark.parametrize(
+    "head, error",
+    [
+        (b"{not zlib", FormatError),
+        (zlib.compress(b'{"a": 1}')[:-3], FormatError),                    # truncated stream
+        (zlib.compress(b'{"a": 1}') + b"junk", FormatError),               # trailing bytes
+        (zlib.compress(b" " * ((1 << 20) + 1), 9), LimitError),           # inflates past the limit
+        (zlib.compress(b" " * (1 << 26), 9), LimitError),                 # a zlib bomb
+        (zlib.compress(b"\xff\xfe"), FormatError),                        # not UTF-8
+        (zlib.compress(b"[1, 2]"), FormatError),
+    ],
+)
+def test_hostile_compressed_headers_raise_typed_errors(head, error):
+    with pytest.raises(error):
+        container.unpack(forge(None, raw_header=head, version=2))

@@ -25,8 +25,10 @@ latency
     (b) ``chained``: the paper's Figure 8 protocol, one lane, images coded one after the
     other in one message; each image's compress step (encoder, pop z, decoder, push x,
     push z) and decompress step are timed separately by a loop that mirrors
-    ``Codec._encode_shard`` / ``_decode_shard`` call for call (the output bytes are
-    checked equal to ``Codec.compress``'s). Every image is timed in ``--latency-repeats``
+    ``Codec.encode_group`` / ``decode_group`` for one shard call for call, except that
+    the encoder runs per step (the codec runs it once up front at K = 0; onnxruntime rows
+    are batch-invariant, so the bytes are the same and are checked equal to
+    ``Codec.compress``'s). Every image is timed in ``--latency-repeats``
     passes and keeps its fastest (stats of all passes are reported too).
 k_sweep
     K = 0..K_max Adam steps of per-image inference (Algorithm 2) on the first ``--k-n``
@@ -149,7 +151,8 @@ def _with_encoder(codec: Codec, k_steps: int, encoder=None) -> Codec:
 # ------------------------------------------------- instrumented mirror of the lane loop
 
 def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=None):
-    """Codec._encode_shard, call for call, timing each step; returns (bytes, msgs, seconds)."""
+    """Codec.encode_group for one shard, step by step (encoder included in each step's
+    time), timing each step; returns (bytes, msgs, seconds)."""
     prec, bits = codec.model.precision, codec.model.precision["latent_bits"]
     centres = codec._centres(bits)
     msgs = Messages(lanes, _shard_seed(codec.seed, shard))
@@ -168,7 +171,8 @@ def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=
 
 
 def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 0):
-    """Codec._decode_shard, call for call, timing each step; returns (images (n, dim), seconds in image order)."""
+    """Codec.decode_group for one shard, call for call, timing each step; returns
+    (images (n, dim), seconds in image order)."""
     m, prec = codec.model, codec.model.precision
     bits = prec["latent_bits"]
     msgs = Messages.from_bytes(payload, _shard_seed(codec.seed, shard))

@@ -36,13 +36,14 @@ DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # Target share of the file spent on per-lane overhead when the lane count is chosen from N.
 LANE_OVERHEAD_SHARE = 0.004
 MAX_AUTO_LANES = 256
-# Shards group lanes for parallel coding: one shard below SHARD_MIN_LANES lanes, else at
-# least two of about SHARD_LANES lanes each (onnxruntime batches stay efficient while
-# there are enough shards to balance workers), and no shard above SHARD_MAX_IMAGES images
-# (bounded memory when streaming).
-SHARD_MIN_LANES = 8
-SHARD_LANES = 12
+# Shards are the unit of range decoding: one per lane up to MAX_SHARDS (so a shard holds
+# about 1/min(lanes, 64) of the images), and no shard above SHARD_MAX_IMAGES images. They
+# are coded in lockstep groups (one network batch for all shards of a group), at most
+# GROUP_MAX_IMAGES images per group (memory); the encoder runs ENCODER_CHUNK rows a call.
+MAX_SHARDS = 64
 SHARD_MAX_IMAGES = 1 << 15
+GROUP_MAX_IMAGES = 1 << 15
+ENCODER_CHUNK = 4096
 
 
 class Model:
@@ -108,6 +109,11 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
 
 class _Failed(Exception):
     """A shard failed a decode-time check; turned into IntegrityError with context."""
+
+
+class _Exhausted(CorruptMessageError):
+    """A shard's decode ran out of payload: corrupt or forged, or decoded by a runtime
+    whose network floats differ from the encoder's (then reported as IntegrityError)."""
 
 
 def _digest(images: np.ndarray) -> str:
@@ -192,11 +198,9 @@ class Codec:
         return c
 
     def _posterior(self, x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-        out = self.encoder(x=x.astype(np.float32))
-        mu, sigma = out["mu"], out["sigma"]
-        if self.k_steps:
-            mu, sigma = self._optimise(x, mu, sigma, step)
-        return np.ascontiguousarray(mu, np.float32), np.ascontiguousarray(sigma, np.float32)
+        """One shard's step: encoder on its rows, then the K steps (what encode_group does)."""
+        mu, sigma = self._encode_rows(x)
+        return self._refine(x, mu, sigma, step)
 
     def _optimise(self, x, mu, sigma, step):
         with self._lock:
@@ -249,14 +253,15 @@ class Codec:
     def plan(self, n: int) -> list[tuple[int, int]]:
         """Shards for n images as (images, lanes) pairs, in image order.
 
-        Lanes are independent, so they are grouped into shards that are coded in
-        parallel (``workers``) and stored with their own byte ranges. The plan depends
-        only on n and the lane setting, never on the number of workers, so output bytes
-        do not either.
+        Lanes are independent, so they are grouped into shards stored with their own byte
+        ranges: a range decode decodes only the shards that hold the range. Shards are
+        small (one or a few lanes, at most MAX_SHARDS of them) and are coded several at a
+        time in lockstep (see :meth:`encode_group`), so small shards do not mean small
+        network batches. The plan depends only on n and the lane setting, never on the
+        number of workers or on how shards are grouped, so output bytes do not either.
         """
         lanes = self.choose_lanes(n)
-        g = 1 if lanes < SHARD_MIN_LANES else max(2, round(lanes / SHARD_LANES))
-        g = max(g, -(-n // SHARD_MAX_IMAGES))
+        g = max(min(lanes, MAX_SHARDS), -(-n // SHARD_MAX_IMAGES))
         lanes = max(lanes, g)
         lane_split = [lanes // g + (i < lanes % g) for i in range(g)]
         plan, done_imgs, done_lanes = [], 0, 0
@@ -267,57 +272,145 @@ class Codec:
             done_imgs = end
         return plan
 
+    def groups(self, plan, parts: int, max_images: int = GROUP_MAX_IMAGES) -> list[list[int]]:
+        """Split shard indices 0..len(plan)-1 into consecutive groups coded in lockstep:
+        at least ``parts`` groups (one per worker) and at most ``max_images`` images per
+        group (memory), with about equal image counts. A runtime choice: the bytes do not
+        depend on it."""
+        total = sum(c for c, _ in plan)
+        parts = max(1, int(parts))
+        k = max(parts, -(-total // max(1, max_images)))
+        k = max(1, min(len(plan), -(-k // parts) * parts))
+        out, start = [[] for _ in range(k)], 0
+        for i, (c, _) in enumerate(plan):
+            out[min(k - 1, (2 * start + c) * k // (2 * total))].append(i)  # by the shard's middle image
+            start += c
+        return [g for g in out if g]
+
+    def _encode_rows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The amortized posterior (encoder) of rows x, in chunks of ENCODER_CHUNK rows.
+        onnxruntime gives a row the same output whatever batch it is in (tested), so this
+        equals running the encoder on any split of the rows."""
+        mu, sigma = [], []
+        for a in range(0, len(x), ENCODER_CHUNK):
+            out = self.encoder(x=x[a : a + ENCODER_CHUNK].astype(np.float32))
+            mu.append(out["mu"])
+            sigma.append(out["sigma"])
+        mu = mu[0] if len(mu) == 1 else np.concatenate(mu)
+        sigma = sigma[0] if len(sigma) == 1 else np.concatenate(sigma)
+        return np.ascontiguousarray(mu, np.float32), np.ascontiguousarray(sigma, np.float32)
+
+    def _refine(self, x, mu, sigma, step):
+        """K Adam steps on one shard's rows of one step (Algorithm 2); identity for K = 0.
+        torch CPU is not batch-invariant, so the optimiser always sees exactly one shard's
+        step, at encode and at decode."""
+        if not self.k_steps:
+            return mu, sigma
+        mu, sigma = self._optimise(x, mu, sigma, step)
+        return np.ascontiguousarray(mu, np.float32), np.ascontiguousarray(sigma, np.float32)
+
     def encode_shard(self, x: np.ndarray, lanes: int, shard: int, progress=None) -> bytes:
         """Code one shard: images x (n, dim) uint8 over ``lanes`` lanes; return its messages."""
+        return self.encode_group([(x, lanes, shard)], progress)[0]
+
+    def encode_group(self, parts, progress=None) -> list[bytes]:
+        """Code several shards in lockstep; ``parts`` is a list of ``(x, lanes, shard)``.
+
+        Each shard has its own messages (seeded by its index) and its own chain of steps,
+        exactly as if coded alone; only the network calls are shared: step t runs one
+        decoder batch over the t-th rows of every shard still running, and (K = 0) the
+        encoder runs once over all images up front. onnxruntime's per-row outputs do not
+        depend on the batch, so the bytes do not depend on the grouping.
+        """
         prec, bits = self.model.precision, self.model.precision["latent_bits"]
         centres = self._centres(bits)
-        msgs = Messages(lanes, _shard_seed(self.seed, shard))
-        for t in range(-(-len(x) // lanes)):
-            xs = x[t * lanes : (t + 1) * lanes]
-            mu, sigma = self._posterior(xs, (shard << 32) | t)
-            z = cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits)
+        shards = [(x, lanes, shard, Messages(lanes, _shard_seed(self.seed, shard)), -(-len(x) // lanes)) for x, lanes, shard in parts]
+        mu_all, sigma_all = self._encode_rows(np.concatenate([p[0] for p in shards]) if len(shards) > 1 else shards[0][0])
+        base = np.cumsum([0] + [len(p[0]) for p in shards])
+        for t in range(max(p[4] for p in shards)):
+            active, zs = [], []
+            for i, (x, lanes, shard, msgs, steps) in enumerate(shards):
+                if t >= steps:
+                    continue
+                lo, hi = t * lanes, min(len(x), (t + 1) * lanes)
+                xs = x[lo:hi]
+                mu, sigma = self._refine(xs, mu_all[base[i] + lo : base[i] + hi], sigma_all[base[i] + lo : base[i] + hi], (shard << 32) | t)
+                zs.append(cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits))
+                active.append((msgs, xs))
+            z = zs[0] if len(zs) == 1 else np.concatenate(zs)
             out = self.decoder(z=centres[z])
-            self._push_x(msgs, out, xs, prec["likelihood"])
-            cdf.latent.push_prior(msgs, z, bits)
+            r = 0
+            for (msgs, xs), zi in zip(active, zs):
+                k = len(xs)
+                self._push_x(msgs, {key: v[r : r + k] for key, v in out.items()}, xs, prec["likelihood"])
+                cdf.latent.push_prior(msgs, zi, bits)
+                r += k
             if progress:
-                progress(len(xs))
-        return msgs.to_bytes()
+                progress(r)
+        return [p[3].to_bytes() for p in shards]
 
     def decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress, digest: str, first: int) -> np.ndarray:
         """Decode one shard's messages into images (n, dim); raises _Failed on a failed check."""
+        return self.decode_group([(payload, n, lanes, shard, digest, first)], prec, progress)[0]
+
+    def decode_group(self, parts, prec: dict, progress=None) -> list[np.ndarray]:
+        """Decode several shards in lockstep (the mirror of :meth:`encode_group`); ``parts``
+        is a list of ``(payload, n, lanes, shard, digest, first)``. Returns each shard's
+        images (n, dim); raises _Failed when a shard fails its final checks."""
         m, bits = self.model, prec["latent_bits"]
-        try:
-            msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
-        except CorruptMessageError:
-            raise
-        except (ValueError, MemoryError) as e:
-            raise CorruptMessageError(f"shard {shard}: payload is malformed: {e}") from None
-        if msgs.lanes != lanes:
-            raise FormatError(f"shard {shard} holds {msgs.lanes} lanes, header says {lanes}")
         centres = self._centres(bits)
-        x = np.empty((n, m.dim), np.uint8)
-        for t in reversed(range(-(-n // lanes))):
-            lo, hi = t * lanes, min(n, (t + 1) * lanes)
-            z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
+        shards = []
+        for payload, n, lanes, shard, digest, first in parts:
+            try:
+                msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
+            except CorruptMessageError:
+                raise
+            except (ValueError, MemoryError) as e:
+                raise CorruptMessageError(f"shard {shard}: payload is malformed: {e}") from None
+            if msgs.lanes != lanes:
+                raise FormatError(f"shard {shard} holds {msgs.lanes} lanes, header says {lanes}")
+            shards.append((np.empty((n, m.dim), np.uint8), lanes, shard, msgs, -(-n // lanes)))
+        for t in reversed(range(max(p[4] for p in shards))):
+            active, zs = [], []
+            for x, lanes, shard, msgs, steps in shards:
+                if t >= steps:
+                    continue
+                lo, hi = t * lanes, min(len(x), (t + 1) * lanes)
+                zs.append(cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits))
+                active.append((x, lo, hi, shard, msgs))
+            z = zs[0] if len(zs) == 1 else np.concatenate(zs)
             out = self.decoder(z=centres[z])
-            xs = self._pop_x(msgs, out, prec["likelihood"])
-            if msgs.words_drawn().any():
-                # A correct decode only takes words the encoder emitted; drawing from the
-                # generator means the payload ran out: corrupt or forged.
-                raise CorruptMessageError(f"shard {shard}: payload exhausted at step {t}")
-            mu, sigma = self._posterior(xs, (shard << 32) | t)
-            cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
-            x[lo:hi] = xs
+            r = 0
+            for x, lo, hi, shard, msgs in active:
+                k = hi - lo
+                x[lo:hi] = self._pop_x(msgs, {key: v[r : r + k] for key, v in out.items()}, prec["likelihood"])
+                if msgs.words_drawn().any():
+                    # A correct decode only takes words the encoder emitted; drawing from the
+                    # generator means the payload ran out: corrupt or forged.
+                    raise _Exhausted(f"shard {shard}: payload exhausted at step {t}")
+                r += k
+            xs = [x[lo:hi] for x, lo, hi, _, _ in active]
+            mu_all, sigma_all = self._encode_rows(xs[0] if len(xs) == 1 else np.concatenate(xs))
+            r = 0
+            for (x, lo, hi, shard, msgs), zi in zip(active, zs):
+                k = hi - lo
+                mu, sigma = self._refine(x[lo:hi], mu_all[r : r + k], sigma_all[r : r + k], (shard << 32) | t)
+                cdf.latent.push_posterior(msgs, mu, sigma, zi, prec["posterior"], bits)
+                r += k
             if progress:
-                progress(hi - lo)
-        if not msgs.is_initial():
-            raise _Failed(f"shard {shard} did not end in its initial state")
-        if _digest(x) != digest:
-            raise _Failed(f"shard {shard} (images {first}..{first + n - 1}) does not match its recorded hash")
-        return x
+                progress(r)
+        for (x, lanes, shard, msgs, _), (_, n, _, _, digest, first) in zip(shards, parts):
+            if not msgs.is_initial():
+                raise _Failed(f"shard {shard} did not end in its initial state")
+            if _digest(x) != digest:
+                raise _Failed(f"shard {shard} (images {first}..{first + n - 1}) does not match its recorded hash")
+        return [p[0] for p in shards]
+
+    def _workers(self, jobs: int) -> int:
+        return max(1, min(self.workers or os.cpu_count() or 1, jobs))
 
     def _map(self, fn, jobs):
-        workers = min(self.workers or os.cpu_count() or 1, len(jobs))
+        workers = self._workers(len(jobs))
         if workers <= 1:
             return [fn(*j) for j in jobs]
         with ThreadPoolExecutor(workers) as pool:
@@ -332,9 +425,9 @@ class Codec:
         flat = x.reshape(n, m.dim)
         plan = self.plan(n)
         starts = np.cumsum([0] + [c for c, _ in plan])
-        payloads = self._map(
-            self.encode_shard, [(flat[starts[g] : starts[g + 1]], sl, g, progress) for g, (_, sl) in enumerate(plan)]
-        )
+        groups = self.groups(plan, self._workers(len(plan)))
+        parts = [[(flat[starts[g] : starts[g + 1]], plan[g][1], g) for g in group] for group in groups]
+        payloads = [p for ps in self._map(self.encode_group, [(ps, progress) for ps in parts]) for p in ps]
         digests = [_digest(flat[starts[g] : starts[g + 1]]) for g in range(len(plan))]
         header = self.header(n, plan, [len(p) for p in payloads], digests, hashlib.sha256(x.tobytes()).hexdigest())
         return container.pack(header, b"".join(payloads))
@@ -359,21 +452,24 @@ class Codec:
         jobs, offset, first = [], 0, 0
         for g, (count, lanes, nbytes, digest) in enumerate(header["shards"]):
             if first < hi and first + count > lo or (whole and count):
-                jobs.append((bytes(payload[offset : offset + nbytes]), count, lanes, g, prec, progress, digest, first))
+                jobs.append((bytes(payload[offset : offset + nbytes]), count, lanes, g, digest, first))
             offset += nbytes
             first += count
         if not jobs:
             return np.empty((0, *m.shape), np.uint8)
+        groups = dec.groups([(j[1], j[2]) for j in jobs], dec._workers(len(jobs)))
         try:
-            parts = dec._map(dec.decode_shard, jobs)
+            parts = [x for xs in dec._map(dec.decode_group, [([jobs[i] for i in gr], prec, progress) for gr in groups]) for x in xs]
         except _Failed as e:
             raise self._integrity_error(header, str(e)) from None
+        except _Exhausted as e:
+            raise self._exhausted(header, e) from None
         images = np.concatenate(parts).reshape((-1, *m.shape))
         if whole:
             if hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
                 raise self._integrity_error(header, "the decoded images do not match the recorded sha256")
             return images
-        base = jobs[0][7]
+        base = jobs[0][5]
         return images[lo - base : hi - base]
 
     def header(self, n: int, plan, payload_lens, digests, data_sha256: str) -> dict:
@@ -421,6 +517,13 @@ class Codec:
             else ""
         )
         return IntegrityError(f"decoded data failed its integrity check: {what}{why}")
+
+    def _exhausted(self, header, e: "_Exhausted") -> BitsbackError:
+        """Payload exhaustion: corruption, unless the file was made with another runtime
+        (a decoder whose floats differ drifts off the encoder's path and runs dry)."""
+        if header["runtime"] != describe(self.encoder.provider):
+            return self._integrity_error(header, str(e))
+        return CorruptMessageError(str(e))
 
     def _replica(self, k_steps, lr, seed) -> "Codec":
         """This codec with another K-step setting (as recorded in a file), sharing sessions."""

@@ -4,7 +4,8 @@ Layout (all integers little-endian)::
 
     0       8 bytes   magic b"BBANS\\x00" + u16 format version
     8       u32       header length H (<= Limits.max_header_bytes)
-    12      H bytes   header, UTF-8 JSON (fields: see HEADER_FIELDS)
+    12      H bytes   header: UTF-8 JSON (fields: see HEADER_FIELDS), zlib-compressed
+                      (version 2; version 1 files hold the JSON uncompressed and are still read)
     12+H    u64       payload length P (must equal what is left before the checksum)
     20+H    P bytes   payload: the serialised messages of all lanes (bitsback._rans)
     end-32  32 bytes  sha256 of every byte before it
@@ -20,12 +21,16 @@ import io
 import json
 import math
 import struct
+import zlib
 from dataclasses import dataclass
 
 from .errors import FormatError, LimitError
 
 MAGIC = b"BBANS\x00"
-VERSION = 1
+# Version 2 zlib-compresses the JSON header (a file lists one entry per shard, and shards
+# are small so that a range decode is cheap); version 1 (plain JSON) is still read.
+VERSION = 2
+READ_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<6sHI")
 _U64 = struct.Struct("<Q")
 _DIGEST = 32
@@ -78,7 +83,7 @@ def pack(header: dict, payload: bytes) -> bytes:
 
 def prefix(header: dict, payload_len: int) -> bytes:
     """Everything before the payload: magic, version, header length, header, payload length."""
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
     return b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(payload_len)))
 
 
@@ -110,8 +115,8 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
     if len(first) < _PREFIX.size or first[:6] != MAGIC:
         raise FormatError("not a bitsback file (bad magic)")
     _, version, hlen = _PREFIX.unpack(first)
-    if version != VERSION:
-        raise FormatError(f"unsupported container version {version} (this build reads {VERSION})")
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported container version {version} (this build reads {', '.join(map(str, READ_VERSIONS))})")
     if hlen > limits.max_header_bytes:
         raise LimitError(f"header claims {hlen} bytes, above the limit {limits.max_header_bytes}")
     if size < _PREFIX.size + hlen + _U64.size + _DIGEST:
@@ -119,8 +124,11 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
     raw = f.read(hlen + _U64.size)
     if len(raw) < hlen + _U64.size:
         raise FormatError("file is truncated inside its header")
+    text = raw[:hlen]
+    if version >= 2:
+        text = _inflate(text, limits.max_header_bytes)
     try:
-        header = json.loads(raw[:hlen].decode())
+        header = json.loads(text.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise FormatError(f"header is not valid JSON: {type(e).__name__}") from None
     (plen,) = _U64.unpack_from(raw, hlen)
@@ -137,6 +145,23 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
             f"(more than Limits.max_expansion = {limits.max_expansion} times)"
         )
     return header, pstart, plen
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    """zlib-decompress a header, never to more than ``limit`` bytes (no zlib bombs)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, limit)
+        if d.unconsumed_tail:
+            raise LimitError(f"header inflates to more than {limit} bytes (Limits.max_header_bytes)")
+        out += d.flush()
+    except zlib.error as e:
+        raise FormatError(f"header is not valid zlib data: {e}") from None
+    if not d.eof or d.unused_data:
+        raise FormatError("header is not one complete zlib stream")
+    if len(out) > limit:
+        raise LimitError(f"header inflates to more than {limit} bytes (Limits.max_header_bytes)")
+    return out
 
 
 def verify_checksum(f, size: int, chunk: int = 1 << 20) -> None:

@@ -1,10 +1,12 @@
 """Datasets larger than memory, on more than one core or machine.
 
 A file's shards (groups of lanes over contiguous image ranges, see ``Codec.plan``) are
-independent, so they are coded by a pool of workers — local processes, or tasks on a Ray
-cluster — while the parent reads inputs and writes outputs in shard order. Memory is
-bounded by the shards in flight (about two per worker), never by the dataset. The plan
-depends only on N and the codec settings, so the bytes written do not depend on the
+independent. Consecutive shards are grouped (``Codec.groups``: at least one group per
+worker, at most GROUP_MAX_IMAGES images each) and each group is coded in lockstep by one
+worker — a local process, or a task on a Ray cluster — while the parent reads inputs and
+writes outputs in shard order. Memory is bounded by the groups in flight (about two per
+worker), never by the dataset. The plan depends only on N and the codec settings, and a
+shard's bytes do not depend on its group, so the bytes written do not depend on the
 number of workers or the engine.
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import container, datasets
-from .codec import Codec, _digest, _Failed
+from .codec import Codec, _digest, _Exhausted, _Failed
 from .errors import BitsbackError, DatasetError, FormatError, InputError
 
 ENGINES = ("local", "ray")
@@ -182,20 +184,24 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _encode(x, lanes, g):
-    return _worker_codec.encode_shard(x, lanes, g)
+def _encode(parts):
+    """parts: [(x, lanes, shard), ...] -> each shard's bytes."""
+    return _worker_codec.encode_group(parts)
 
 
-def _decode(header, payload, count, lanes, g, digest, first):
+def _decode(header, parts):
+    """parts: [(payload, count, lanes, shard, digest, first), ...] -> each shard's images."""
     dec = _worker_codec.for_header(header)
     try:
-        return dec.decode_shard(payload, count, lanes, g, header["precision"], None, digest, first)
+        return dec.decode_group(parts, header["precision"])
     except _Failed as e:
         raise dec._integrity_error(header, str(e)) from None
+    except _Exhausted as e:
+        raise dec._exhausted(header, e) from None
 
 
 class _Pool:
-    """Ordered map over shard jobs with a bounded number in flight."""
+    """Ordered map over jobs (groups of shards) with a bounded number in flight."""
 
     def __init__(self, codec: Codec, workers: int, engine: str, address=None):
         self.workers = max(1, workers)
@@ -277,14 +283,14 @@ def _ray_codec(settings):
     return c
 
 
-def _ray_encode(settings, x, lanes, g):
-    return _ray_codec(settings).encode_shard(x, lanes, g)
+def _ray_encode(settings, parts):
+    return _ray_codec(settings).encode_group(parts)
 
 
-def _ray_decode(settings, header, payload, count, lanes, g, digest, first):
+def _ray_decode(settings, header, parts):
     global _worker_codec
     _worker_codec = _ray_codec(settings)
-    return _decode(header, payload, count, lanes, g, digest, first)
+    return _decode(header, parts)
 
 
 def default_workers() -> int:
@@ -319,27 +325,33 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
         raise InputError("no images to compress")
     plan = codec.plan(n)
     data_hash, digests, lens = hashlib.sha256(), [], []
+    pool = _Pool(codec, workers or default_workers(), engine, address)
+    groups = codec.groups(plan, pool.workers)
 
     def jobs():
         lo = 0
-        for g, (count, lanes) in enumerate(plan):
-            x = src.read(lo, lo + count)
-            if binarize:
-                x = datasets.binarize(x)
-            x = codec._check_images(x).reshape(count, codec.model.dim)
-            data_hash.update(x.tobytes())
-            digests.append(_digest(x))
-            lo += count
-            yield (x, lanes, g)
+        for group in groups:
+            parts = []
+            for g in group:
+                count, lanes = plan[g]
+                x = src.read(lo, lo + count)
+                if binarize:
+                    x = datasets.binarize(x)
+                x = codec._check_images(x).reshape(count, codec.model.dim)
+                data_hash.update(x.tobytes())
+                digests.append(_digest(x))
+                lo += count
+                parts.append((x, lanes, g))
+            yield (parts,)
 
-    pool = _Pool(codec, workers or default_workers(), engine, address)
     with tempfile.TemporaryFile(dir=dst.parent) as payload:
         try:
-            for g, blob in enumerate(pool.map("encode", jobs())):
-                payload.write(blob)
-                lens.append(len(blob))
-                if progress:
-                    progress(plan[g][0])
+            for group, blobs in zip(groups, pool.map("encode", jobs())):
+                for g, blob in zip(group, blobs):
+                    payload.write(blob)
+                    lens.append(len(blob))
+                    if progress:
+                        progress(plan[g][0])
         finally:
             pool.close()
         header = codec.header(n, plan, lens, digests, data_hash.hexdigest())
@@ -409,26 +421,32 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
             first += count
             offset += nbytes
 
-        def payloads():
-            for g, count, lanes, nbytes, digest, first, offset in jobs:
-                f.seek(offset)
-                data = f.read(nbytes)
-                if len(data) != nbytes:
-                    raise FormatError("file is truncated")
-                yield (header, data, count, lanes, g, digest, first)
-
         out_shape = (hi - lo, *codec.model.shape)
         writer = _Writer(dst, out_shape, force) if dst is not None else _Discard()
         pool = _Pool(codec, workers or default_workers(), engine, address)
+        groups = [[jobs[i] for i in gr] for gr in codec.groups([(j[1], j[2]) for j in jobs], pool.workers)] if jobs else []
+
+        def payloads():
+            for group in groups:
+                parts = []
+                for g, count, lanes, nbytes, digest, first, offset in group:
+                    f.seek(offset)
+                    data = f.read(nbytes)
+                    if len(data) != nbytes:
+                        raise FormatError("file is truncated")
+                    parts.append((data, count, lanes, g, digest, first))
+                yield (header, parts)
+
         data_hash = hashlib.sha256()
         try:
-            for (g, count, lanes, nbytes, digest, first, offset), x in zip(jobs, pool.map("decode", payloads())):
-                a, b = max(lo, first), min(hi, first + count)
-                part = x.reshape((count, *codec.model.shape))[a - first : b - first]
-                data_hash.update(part.tobytes())
-                writer.write(a - lo, part)
-                if progress:
-                    progress(b - a)
+            for group, xs in zip(groups, pool.map("decode", payloads())):
+                for (g, count, lanes, nbytes, digest, first, offset), x in zip(group, xs):
+                    a, b = max(lo, first), min(hi, first + count)
+                    part = x.reshape((count, *codec.model.shape))[a - first : b - first]
+                    data_hash.update(part.tobytes())
+                    writer.write(a - lo, part)
+                    if progress:
+                        progress(b - a)
             if whole and data_hash.hexdigest() != header["data_sha256"]:
                 raise codec._integrity_error(header, "the decoded images do not match the recorded sha256")
             writer.commit()
