@@ -32,17 +32,18 @@ def slot(j, geo):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def context_of(pad, i, b, cdelta, lut, qpow):
-    """sum_t lut[neighbour t] * Q**t for the pixel at slot b of lane i's padded image."""
+def context_of(pad, i, b, cdelta, ctab):
+    """Context of the pixel at slot b of lane i's padded image: sum_t ctab[t, neighbour t]
+    (ctab[t, v] = bucket(v) * Q**t)."""
     idx = 0
     for t in range(cdelta.shape[0]):
-        idx += lut[pad[i, b + cdelta[t]]] * qpow[t]
+        idx += ctab[t, pad[i, b + cdelta[t]]]
     return idx
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p):
-    c = context_of(pad, i, b, cdelta, lut, qpow)
+def bern_freq0(feats, pad, i, j, b, cdelta, ctab, ulut, gain, bias, p):
+    c = context_of(pad, i, b, cdelta, ctab)
     logit = np.float64(bias[c])
     for k in range(feats.shape[2]):
         logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
@@ -50,28 +51,35 @@ def bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _push_bern(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec, lane_lo, lane_hi):
+def _push_bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, lane_lo, lane_hi):
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     for j in range(D - 1, -1, -1):
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
-            f0 = bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p)
+            f0 = bern_freq0(feats, pad, i, j, b, cdelta, ctab, ulut, gain, bias, p)
             bit = x[i, j] != 0
             heads[i] = push_x(heads[i], addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _pop_bern(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec, out, lane_lo, lane_hi):
-    n, D, _ = feats.shape
+def _pop_bern(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec, out, lane_lo, lane_hi):
+    n, D, d = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
+    T = cdelta.shape[0]
     for j in range(D):
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
-            f0 = bern_freq0(feats, pad, i, j, b, cdelta, lut, qpow, gain, bias, p)
+            c = 0
+            for t in range(T):
+                c += ctab[t, pad[i, b + cdelta[t]]]
+            logit = np.float64(bias[c])
+            for k in range(d):
+                logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
+            f0 = freq0(logit, p)
             x = heads[i]
             bit = (x & mask) >= f0
             out[i, j] = 1 if bit else 0
@@ -80,9 +88,11 @@ def _pop_bern(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec,
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch):
+def mix_scratch(feats, pad, i, j, b, cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u):
     """Fill scratch[k] = (weight, mean, 1/scale) of pixel j's components (as mix_prepare)."""
-    c = context_of(pad, i, b, cdelta, lut, qpow)
+    c = context_of(pad, i, b, cdelta, ctab)
+    for t in range(ldelta.shape[0]):
+        u[t] = ulut[pad[i, b + ldelta[t]]]
     m = np.float64(feats[i, j, 0])
     s = np.float64(feats[i, j, 1])
     g = np.float64(feats[i, j, 2])
@@ -102,27 +112,28 @@ def mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbi
         tot += e
     for k in range(K):
         scratch[k, 0] /= tot
-        u = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
+        v = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
         for t in range(ldelta.shape[0]):
-            u += np.float64(coef[c, k, t]) * (np.float64(pad[i, b + ldelta[t]]) / 127.5 - 1.0)
-        mean = 127.5 + 127.5 * u
+            v += np.float64(coef[c, k, t]) * u[t]
+        mean = 127.5 + 127.5 * v
         mu, inv_s = params(mean, np.float64(lscale[c, k]) + s)
         scratch[k, 1] = mu
         scratch[k, 2] = inv_s
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _push_mix(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec, lane_lo, lane_hi):
+def _push_mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, lane_lo, lane_hi):
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     M = np.float64(one - np.uint64(256))
     mgain, coef, mbias, lscale, wbias, wgain = T
     scratch = np.empty((mgain.shape[1], 3))
+    u = np.empty(ldelta.shape[0])
     for j in range(D - 1, -1, -1):
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
-            mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch)
+            mix_scratch(feats, pad, i, j, b, cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u)
             k = np.int64(x[i, j])
             lo = mix_start(k, scratch, M, one)
             hi = mix_start(k + 1, scratch, M, one)
@@ -130,7 +141,7 @@ def _push_mix(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, pre
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _pop_mix(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, out, lane_lo, lane_hi):
+def _pop_mix(heads, addr, feats, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, out, lane_lo, lane_hi):
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -138,10 +149,11 @@ def _pop_mix(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, o
     M = np.float64(one - np.uint64(256))
     mgain, coef, mbias, lscale, wbias, wgain = T
     scratch = np.empty((mgain.shape[1], 3))
+    u = np.empty(ldelta.shape[0])
     for j in range(D):
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
-            mix_scratch(feats, pad, i, j, b, cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch)
+            mix_scratch(feats, pad, i, j, b, cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u)
             cf = heads[i] & mask
             k, s_lo, f = mix_search(cf, mix_guess(cf, scratch, one), scratch, M, one)
             out[i, j] = k
@@ -150,63 +162,64 @@ def _pop_mix(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, o
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _freqs_bern(feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec):
+def _freqs_bern(feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec):
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     f = np.empty((n, D), np.uint32)
     for i in range(n):
         for j in range(D):
-            f0 = bern_freq0(feats, pad, i, j, slot(j, geo), cdelta, lut, qpow, gain, bias, p)
+            f0 = bern_freq0(feats, pad, i, j, slot(j, geo), cdelta, ctab, ulut, gain, bias, p)
             f[i, j] = one - f0 if x[i, j] else f0
     return f
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _freqs_mix(feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec):
+def _freqs_mix(feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec):
     n, D, _ = feats.shape
     one = np.uint64(1) << np.uint64(prec)
     M = np.float64(one - np.uint64(256))
     mgain, coef, mbias, lscale, wbias, wgain = T
     scratch = np.empty((mgain.shape[1], 3))
+    u = np.empty(ldelta.shape[0])
     f = np.empty((n, D), np.uint32)
     for i in range(n):
         for j in range(D):
-            mix_scratch(feats, pad, i, j, slot(j, geo), cdelta, lut, qpow, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch)
+            mix_scratch(feats, pad, i, j, slot(j, geo), cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u)
             k = np.int64(x[i, j])
             f[i, j] = mix_start(k + 1, scratch, M, one) - mix_start(k, scratch, M, one)
     return f
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _push_bern_par(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec, chunks):
+def _push_bern_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _push_bern(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, gain, bias, prec,
+        _push_bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec,
                    c * n // chunks, (c + 1) * n // chunks)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _pop_bern_par(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec, out, chunks):
+def _pop_bern_par(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec, out, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _pop_bern(heads, addr, feats, pad, geo, cdelta, lut, qpow, gain, bias, prec, out,
+        _pop_bern(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec, out,
                   c * n // chunks, (c + 1) * n // chunks)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _push_mix_par(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec, chunks):
+def _push_mix_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _push_mix(heads, addr, feats, x, pad, geo, cdelta, lut, qpow, ldelta, T, prec,
+        _push_mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec,
                   c * n // chunks, (c + 1) * n // chunks)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _pop_mix_par(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, out, chunks):
+def _pop_mix_par(heads, addr, feats, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, out, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _pop_mix(heads, addr, feats, pad, geo, cdelta, lut, qpow, ldelta, T, prec, out,
+        _pop_mix(heads, addr, feats, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, out,
                  c * n // chunks, (c + 1) * n // chunks)
 
 
@@ -246,9 +259,14 @@ class Context:
         self.cdelta = np.ascontiguousarray(offs[:, 0] * Wp + offs[:, 1])
         self.ldelta = np.ascontiguousarray(self.lin[:, 0] * Wp + self.lin[:, 1])
         thr = np.asarray(spec["thresholds"], np.int64).reshape(-1)
-        self.lut = (np.arange(256)[:, None] >= thr[None, :]).sum(1).astype(np.int64)
+        if thr.size > 8:
+            raise BitsbackError("context: at most 8 thresholds")
         Q = thr.size + 1
-        self.qpow = Q ** np.arange(len(offs), dtype=np.int64)
+        if Q ** len(offs) > 1 << 24:
+            raise BitsbackError(f"context: {Q}**{len(offs)} contexts is too many")
+        bucket = (np.arange(256)[:, None] >= thr[None, :]).sum(1)
+        self.ctab = np.ascontiguousarray((Q ** np.arange(len(offs)))[:, None] * bucket[None, :], np.int32)
+        self.ulut = np.arange(256) / 127.5 - 1.0     # u = n / 127.5 - 1, the linear neighbour input
         C = Q ** len(offs)
         self.tables = tuple(np.ascontiguousarray(tables[name], np.float32) for name in TABLES[likelihood])
         for name, t in zip(TABLES[likelihood], self.tables):
@@ -289,7 +307,7 @@ class Context:
         return pad.reshape(len(x), -1)
 
     def _args(self):
-        g = (self.geo, self.cdelta, self.lut, self.qpow)
+        g = (self.geo, self.cdelta, self.ctab, self.ulut)
         if self.likelihood == "bernoulli_context":
             return (*g, *self.tables)
         return (*g, self.ldelta, self.tables)
