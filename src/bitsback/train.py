@@ -326,8 +326,14 @@ def cmd_vae(args):
     raw = datasets.load(args.data)
     model_cfg["image_shape"] = list(raw.shape[1:])
     if args.likelihood.endswith("_context"):
+        from .models.context import NEIGHBOURS
+
         over = ({"mixture": args.mixture} if args.likelihood == "logistic_context"
                 else {"features": args.features})
+        if args.ctx_neighbours:
+            over["ctx_offsets"] = NEIGHBOURS[:args.ctx_neighbours]
+        if args.lin_neighbours and args.likelihood == "logistic_context":
+            over["lin_offsets"] = NEIGHBOURS[:args.lin_neighbours]
         model_cfg["context"] = make_spec(args.likelihood, model_cfg["image_shape"], **over)
     x_train, x_val = split_train_val(x, args.n_val, seed=0)
     enc, dec = build_vae(model_cfg)
@@ -610,6 +616,10 @@ def build_parser():
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--mixture", type=int, default=1)
     p.add_argument("--features", type=int, default=4, help="bernoulli_context: decoder features per pixel")
+    p.add_argument("--ctx-neighbours", type=int, default=0,
+                   help="context likelihoods: the first N of models.context.NEIGHBOURS form the context (0: default)")
+    p.add_argument("--lin-neighbours", type=int, default=0,
+                   help="logistic_context: the first N of NEIGHBOURS enter the means linearly (0: default)")
     p.add_argument("--context-lr-scale", type=float, default=10.0,
                    help="context tables learn at this multiple of --lr")
     p.set_defaults(func=cmd_vae)
