@@ -199,8 +199,9 @@ def test_groups_cover_the_plan_in_order(codecs):
 
 
 def test_plan_makes_small_shards(codecs):
-    """Range decode granularity: at 60 000 binary images no shard holds more than 1/50."""
+    """Range decode granularity: at 60 000 binary images no shard holds more than 1/25
+    (2 of 57 lanes); the lane count is the one chosen from N, so the file does not grow."""
     codec = codecs["mnist-binary"]
     plan = codec.plan(60_000)
-    assert max(c for c, _ in plan) <= 60_000 / 50
+    assert max(c for c, _ in plan) <= 60_000 / 25 and len(plan) >= 25
     assert sum(sl for _, sl in plan) == codec.choose_lanes(60_000)

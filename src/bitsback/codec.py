@@ -36,11 +36,13 @@ DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # Target share of the file spent on per-lane overhead when the lane count is chosen from N.
 LANE_OVERHEAD_SHARE = 0.004
 MAX_AUTO_LANES = 256
-# Shards are the unit of range decoding: one per lane up to MAX_SHARDS (so a shard holds
-# about 1/min(lanes, 64) of the images), and no shard above SHARD_MAX_IMAGES images. They
-# are coded in lockstep groups (one network batch for all shards of a group), at most
-# GROUP_MAX_IMAGES images per group (memory); the encoder runs ENCODER_CHUNK rows a call.
-MAX_SHARDS = 64
+# Shards are the unit of range decoding: ceil(lanes / MAX_SHARDS) lanes each (one lane
+# each up to 32 lanes), and no shard above SHARD_MAX_IMAGES images. They are coded in
+# lockstep groups (one network batch for all shards of a group), at most GROUP_MAX_IMAGES
+# images per group (memory); the encoder runs ENCODER_CHUNK rows a call. Smaller shards
+# cost throughput: each shard's step is a few Python-level coder calls (~100 µs/shard-step
+# on 2 cores), and a 1-lane shard's image is one such step (see docs/SCALING.md).
+MAX_SHARDS = 32
 SHARD_MAX_IMAGES = 1 << 15
 GROUP_MAX_IMAGES = 1 << 15
 ENCODER_CHUNK = 4096
@@ -255,13 +257,14 @@ class Codec:
 
         Lanes are independent, so they are grouped into shards stored with their own byte
         ranges: a range decode decodes only the shards that hold the range. Shards are
-        small (one or a few lanes, at most MAX_SHARDS of them) and are coded several at a
-        time in lockstep (see :meth:`encode_group`), so small shards do not mean small
+        small (ceil(lanes / MAX_SHARDS) lanes each) and are coded several at a time in
+        lockstep (see :meth:`encode_group`), so small shards do not mean small
         network batches. The plan depends only on n and the lane setting, never on the
         number of workers or on how shards are grouped, so output bytes do not either.
         """
         lanes = self.choose_lanes(n)
-        g = max(min(lanes, MAX_SHARDS), -(-n // SHARD_MAX_IMAGES))
+        g = -(-lanes // -(-lanes // MAX_SHARDS))  # ceil(lanes / MAX_SHARDS) lanes per shard
+        g = max(g, -(-n // SHARD_MAX_IMAGES))
         lanes = max(lanes, g)
         lane_split = [lanes // g + (i < lanes % g) for i in range(g)]
         plan, done_imgs, done_lanes = [], 0, 0

@@ -109,10 +109,12 @@ def set_threads(k=None):
 
 def chunks_for(n, D=1):
     """How many lane chunks to run in parallel for an (n, D) operation (1 = serial)."""
+    if n < 2 or n * D < PARALLEL_MIN_SYMBOLS or _threads == 1:
+        return 1  # decided before asking numba: get_num_threads costs ~µs a call, per shard and step
     import numba
 
     t = numba.get_num_threads() if _threads is None else min(_threads, numba.get_num_threads())
-    if t <= 1 or n < 2 or n * D < PARALLEL_MIN_SYMBOLS:
+    if t <= 1:
         return 1
     return min(t, n)
 
