@@ -18,15 +18,23 @@ static inline uint64_t lane_key(uint64_t seed, uint64_t lane) {
     return mix64(mix64(seed + 0x9e3779b97f4a7c15ull) ^ (lane * 0xd1b54a32d192ed03ull + 1));
 }
 
+/* Counter-based: word c of a lane never depends on how many were drawn before. */
+static inline uint32_t key_word(uint64_t key, uint64_t counter) {
+    return (uint32_t)(mix64(key + (counter + 1) * 0x9e3779b97f4a7c15ull) >> 32);
+}
+
+/* In [L, 2L): 31 random low bits so the very first pops already sample, while the head
+ * costs at most 32 bits of information that the file has to carry. */
+static inline uint64_t key_head(uint64_t key) {
+    return BB_RANS_L | (mix64(key ^ 0x5851f42d4c957f2dull) & (BB_RANS_L - 1));
+}
+
 uint32_t bb_gen_word(uint64_t seed, uint64_t lane, uint64_t counter) {
-    /* Counter-based: word c of a lane never depends on how many were drawn before. */
-    return (uint32_t)(mix64(lane_key(seed, lane) + (counter + 1) * 0x9e3779b97f4a7c15ull) >> 32);
+    return key_word(lane_key(seed, lane), counter);
 }
 
 uint64_t bb_initial_head(uint64_t seed, uint64_t lane) {
-    /* In [L, 2L): 31 random low bits so the very first pops already sample, while
-     * the head costs at most 32 bits of information that the file has to carry. */
-    return BB_RANS_L | (mix64(lane_key(seed, lane) ^ 0x5851f42d4c957f2dull) & (BB_RANS_L - 1));
+    return key_head(lane_key(seed, lane));
 }
 
 static int stack_reserve(bb_stack *s, size_t need) {
@@ -50,10 +58,35 @@ bb_msgs *bb_msgs_new(size_t lanes, uint64_t seed) {
     m->lanes = lanes;
     m->seed = seed;
     m->heads = (uint64_t *)malloc(lanes * sizeof(uint64_t));
+    m->keys = (uint64_t *)malloc(lanes * sizeof(uint64_t));
     m->stacks = (bb_stack *)calloc(lanes, sizeof(bb_stack));
-    if (!m->heads || !m->stacks) { bb_msgs_free(m); return NULL; }
-    for (size_t i = 0; i < lanes; i++) m->heads[i] = bb_initial_head(seed, i);
+    if (!m->heads || !m->keys || !m->stacks) { bb_msgs_free(m); return NULL; }
+    for (size_t i = 0; i < lanes; i++) {
+        m->keys[i] = lane_key(seed, i);
+        m->heads[i] = key_head(m->keys[i]);
+    }
     return m;
+}
+
+/* Lane k of the result is a copy of lane lanes[k] of srcs[k], generator key included, so
+ * it codes exactly as it would have in its own message set. */
+bb_msgs *bb_msgs_gather(bb_msgs *const *srcs, const size_t *lanes, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!srcs[k] || lanes[k] >= srcs[k]->lanes || srcs[k]->err) return NULL;
+    bb_msgs *c = bb_msgs_new(n, 0);
+    if (!c) return NULL;
+    for (size_t k = 0; k < n; k++) {
+        const bb_stack *s = &srcs[k]->stacks[lanes[k]];
+        c->keys[k] = srcs[k]->keys[lanes[k]];
+        c->heads[k] = srcs[k]->heads[lanes[k]];
+        c->stacks[k].drawn = s->drawn;
+        if (s->size) {
+            if (stack_reserve(&c->stacks[k], s->size)) { bb_msgs_free(c); return NULL; }
+            memcpy(c->stacks[k].words, s->words, s->size * sizeof(uint32_t));
+            c->stacks[k].size = s->size;
+        }
+    }
+    return c;
 }
 
 void bb_msgs_free(bb_msgs *m) {
@@ -62,6 +95,7 @@ void bb_msgs_free(bb_msgs *m) {
         for (size_t i = 0; i < m->lanes; i++) free(m->stacks[i].words);
     free(m->stacks);
     free(m->heads);
+    free(m->keys);
     free(m);
 }
 
@@ -70,6 +104,7 @@ bb_msgs *bb_msgs_copy(const bb_msgs *m) {
     if (!c) return NULL;
     for (size_t i = 0; i < m->lanes; i++) {
         const bb_stack *s = &m->stacks[i];
+        c->keys[i] = m->keys[i];
         c->heads[i] = m->heads[i];
         c->stacks[i].drawn = s->drawn;
         if (s->size) {
@@ -91,7 +126,7 @@ void bb_emit(bb_msgs *m, size_t lane, uint32_t word) {
 uint32_t bb_take(bb_msgs *m, size_t lane) {
     bb_stack *s = &m->stacks[lane];
     if (s->size) return s->words[--s->size];
-    return bb_gen_word(m->seed, lane, s->drawn++);   /* initial bits */
+    return key_word(m->keys[lane], s->drawn++);   /* initial bits */
 }
 
 /* x -> C(x, s): emit the low word first if the result would leave [L, 2^63). */
@@ -240,8 +275,8 @@ int bb_msgs_from_bytes(const uint8_t *data, size_t len, uint64_t seed, size_t ma
 
 int bb_lane_is_initial(const bb_msgs *m, size_t lane) {
     const bb_stack *s = &m->stacks[lane];
-    if (m->heads[lane] != bb_initial_head(m->seed, lane)) return 0;
+    if (m->heads[lane] != key_head(m->keys[lane])) return 0;
     for (size_t c = 0; c < s->size; c++)
-        if (s->words[s->size - 1 - c] != bb_gen_word(m->seed, lane, c)) return 0;
+        if (s->words[s->size - 1 - c] != key_word(m->keys[lane], c)) return 0;
     return 1;
 }

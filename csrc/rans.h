@@ -6,7 +6,8 @@
  *   - a push emits at most one word and a pop consumes at most one word, because
  *     precision <= BB_RANS_MAX_PREC (31) keeps x >> prec >= 1 after renormalisation;
  *   - a pop from an empty stack takes the next word of a counter-based generator
- *     (splitmix64 of seed, lane, counter): the "initial bits". They are never stored.
+ *     (splitmix64 of the lane's key and a counter; the key is a hash of the seed and the
+ *     lane index the lane was made with): the "initial bits". They are never stored.
  *   - no function reads or writes outside the buffers it owns or is given with a size.
  */
 #ifndef BB_RANS_H
@@ -27,6 +28,8 @@ typedef struct {
     size_t lanes;
     uint64_t seed;
     uint64_t *heads;  /* heads[lane]; a flat array so compiled callers can code inline */
+    uint64_t *keys;   /* keys[lane]: the lane's generator key, fixed when the lane is made
+                       * (from seed and lane index) and kept when a lane is gathered */
     bb_stack *stacks;
     int err;          /* sticky: 1 after an allocation failure (the message is then invalid) */
 } bb_msgs;
@@ -37,6 +40,10 @@ enum { BB_OK = 0, BB_ENOMEM = 1, BB_EFORMAT = 2 };
 bb_msgs *bb_msgs_new(size_t lanes, uint64_t seed);
 void bb_msgs_free(bb_msgs *m);
 bb_msgs *bb_msgs_copy(const bb_msgs *m);
+/* A new message set of n lanes: lane k copies lane lanes[k] of srcs[k] (head, stack,
+ * generator key and draw count). NULL if a source is NULL, in error, or lacks the lane,
+ * or on allocation failure. Lets lanes of several message sets be coded together. */
+bb_msgs *bb_msgs_gather(bb_msgs *const *srcs, const size_t *lanes, size_t n);
 
 uint64_t bb_initial_head(uint64_t seed, uint64_t lane);
 uint32_t bb_gen_word(uint64_t seed, uint64_t lane, uint64_t counter);

@@ -67,6 +67,26 @@ int main(void) {
         bb_msgs *c = bb_msgs_copy(m);
         CHECK(c && bb_serialized_size(c) == n);
         bb_msgs_free(c);
+        /* gather: lanes of two sets coded together equal the lanes coded alone */
+        {
+            bb_msgs *a = bb_msgs_new(2, 11), *b = bb_msgs_new(3, 12);
+            bb_msgs *a2 = bb_msgs_new(2, 11), *b2 = bb_msgs_new(3, 12);
+            bb_msgs *srcs[3] = {b, a, b};
+            size_t idx[3] = {2, 0, 0};
+            bb_msgs *g = bb_msgs_gather(srcs, idx, 3);
+            CHECK(g != NULL);
+            uint32_t w[3 * 5];
+            bb_pop_uniform_bulk(g, 3, 5, w, 7);            /* draws initial bits */
+            for (size_t k = 0; k < 5; k++) {
+                CHECK(w[0 * 5 + k] == bb_peek(b2, 2, 7)); bb_advance(b2, 2, w[k], 1, 7);
+                CHECK(w[1 * 5 + k] == bb_peek(a2, 0, 7)); bb_advance(a2, 0, w[5 + k], 1, 7);
+            }
+            bb_push_uniform_bulk(g, 3, 5, w, 7);
+            for (size_t k = 0; k < 3; k++) CHECK(bb_lane_is_initial(g, k));
+            size_t bad[1] = {3};
+            CHECK(bb_msgs_gather(srcs, bad, 1) == NULL);
+            bb_msgs_free(g); bb_msgs_free(a); bb_msgs_free(b); bb_msgs_free(a2); bb_msgs_free(b2);
+        }
         free(buf); free(pre); free(sym); free(out); free(st); free(fr);
         bb_msgs_free(m); bb_msgs_free(d);
     }

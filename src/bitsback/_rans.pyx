@@ -7,6 +7,7 @@ column 0 first.
 """
 import numpy as np
 cimport numpy as cnp
+from libc.stdlib cimport free, malloc
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 
 from bitsback.errors import CorruptMessageError
@@ -23,6 +24,7 @@ cdef extern from "rans.h":
         size_t lanes
         uint64_t seed
         uint64_t *heads
+        uint64_t *keys
         bb_stack *stacks
         int err
     int BB_OK, BB_ENOMEM, BB_EFORMAT
@@ -30,6 +32,7 @@ cdef extern from "rans.h":
     bb_msgs *bb_msgs_new(size_t lanes, uint64_t seed) nogil
     void bb_msgs_free(bb_msgs *m) nogil
     bb_msgs *bb_msgs_copy(const bb_msgs *m) nogil
+    bb_msgs *bb_msgs_gather(bb_msgs **srcs, const size_t *lanes, size_t n) nogil
     uint32_t bb_gen_word(uint64_t seed, uint64_t lane, uint64_t counter) nogil
     uint64_t bb_initial_head(uint64_t seed, uint64_t lane) nogil
     void bb_emit(bb_msgs *m, size_t lane, uint32_t word) nogil
@@ -141,6 +144,42 @@ cdef class Messages:
     def copy(self):
         cdef Messages c = Messages.__new__(Messages)
         c.m = bb_msgs_copy(self.m)
+        if c.m == NULL:
+            raise MemoryError()
+        c._wrap()
+        return c
+
+    @staticmethod
+    def gather(parts):
+        """A new message set whose lane k copies lane ``parts[k][1]`` of the message set
+        ``parts[k][0]``, generator key included: a lane codes exactly as it would in its
+        own set, so lanes of several sets can be coded together and split apart again
+        (``Messages.gather([(group, k), ...])``)."""
+        parts = list(parts)
+        cdef size_t n = len(parts), k
+        cdef bb_msgs *out = NULL
+        if n < 1:
+            raise ValueError("gather needs at least one lane")
+        cdef bb_msgs **ptrs = <bb_msgs **>malloc(n * sizeof(bb_msgs *))
+        cdef size_t *lanes = <size_t *>malloc(n * sizeof(size_t))
+        cdef Messages src
+        try:
+            if ptrs == NULL or lanes == NULL:
+                raise MemoryError()
+            for k in range(n):
+                src = <Messages?>parts[k][0]
+                lane = parts[k][1]
+                if src.m == NULL or lane < 0 or lane >= src.m.lanes:
+                    raise IndexError(f"lane {lane} is not a lane of that message set")
+                src._ok()
+                ptrs[k] = src.m
+                lanes[k] = lane
+            out = bb_msgs_gather(ptrs, lanes, n)
+        finally:
+            free(ptrs)
+            free(lanes)
+        cdef Messages c = Messages.__new__(Messages)
+        c.m = out
         if c.m == NULL:
             raise MemoryError()
         c._wrap()

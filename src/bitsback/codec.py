@@ -37,12 +37,11 @@ DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 LANE_OVERHEAD_SHARE = 0.004
 MAX_AUTO_LANES = 256
 # Shards are the unit of range decoding: ceil(lanes / MAX_SHARDS) lanes each (one lane
-# each up to 32 lanes), and no shard above SHARD_MAX_IMAGES images. They are coded in
-# lockstep groups (one network batch for all shards of a group), at most GROUP_MAX_IMAGES
-# images per group (memory); the encoder runs ENCODER_CHUNK rows a call. Smaller shards
-# cost throughput: each shard's step is a few Python-level coder calls (~100 µs/shard-step
-# on 2 cores), and a 1-lane shard's image is one such step (see docs/SCALING.md).
-MAX_SHARDS = 32
+# each up to MAX_SHARDS lanes), and no shard above SHARD_MAX_IMAGES images. They are coded
+# in lockstep groups whose lanes share one message set, so a step is one network batch and
+# one compiled call per coder family whatever the shard size; at most GROUP_MAX_IMAGES
+# images per group (memory); the encoder runs ENCODER_CHUNK rows a call.
+MAX_SHARDS = 256
 SHARD_MAX_IMAGES = 1 << 15
 GROUP_MAX_IMAGES = 1 << 15
 ENCODER_CHUNK = 4096
@@ -121,6 +120,50 @@ class _Exhausted(CorruptMessageError):
 def _digest(images: np.ndarray) -> str:
     """128-bit hex digest of a shard's images (the file also holds the full sha256 of all)."""
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:32]
+
+
+class _Layout:
+    """Where the lanes of a group of shards sit in the group's message set, and which
+    images each step codes.
+
+    Shard s with L lanes and n images deals its images to its lanes in order (step t
+    holds its images t*L .. t*L+L-1), so its lane j codes images j, L+j, 2L+j, ... The
+    group's rows are all lanes of all shards, sorted by decreasing image count (stably),
+    so that the lanes still coding at step t are always rows 0..k-1: the coder families
+    work on a prefix of rows.
+    """
+
+    def __init__(self, shards):  # [(n, lanes, shard index), ...]
+        self.shard = [g for _, _, g in shards]
+        self.base = np.cumsum([0] + [n for n, _, _ in shards])
+        self.total = int(self.base[-1])
+        lanes = [(s, j, len(range(j, n, L))) for s, (n, L, _) in enumerate(shards) for j in range(L)]
+        lanes.sort(key=lambda e: -e[2])
+        self.lanes = [(s, j) for s, j, _ in lanes]
+        self.count = np.array([c for _, _, c in lanes], np.int64)
+        self.steps = int(self.count[0]) if len(lanes) else 0
+        self.first = np.array([self.base[s] + j for s, j, _ in lanes], np.int64)   # image of step 0
+        self.stride = np.array([shards[s][1] for s, _, _ in lanes], np.int64)
+        self.of = np.array([s for s, _, _ in lanes], np.int64)
+
+    def active(self, t: int) -> int:
+        """Rows still coding at step t (a prefix)."""
+        return int(np.searchsorted(-self.count, -t, side="left"))
+
+    def images(self, t: int) -> np.ndarray:
+        """Group image index of each active row at step t."""
+        k = self.active(t)
+        return self.first[:k] + t * self.stride[:k]
+
+    def rows_of(self, s: int) -> list:
+        """Rows of shard s, in its lane order."""
+        return [r for r, (g, _) in enumerate(self.lanes) if g == s]
+
+    def active_rows(self, t: int):
+        """(shard, its active rows in lane order) for every shard coding at step t."""
+        k = self.active(t)
+        for s in np.unique(self.of[:k]):
+            yield int(s), np.flatnonzero(self.of[:k] == s)
 
 
 def _shard_seed(seed: int, shard: int) -> int:
@@ -319,38 +362,37 @@ class Codec:
     def encode_group(self, parts, progress=None) -> list[bytes]:
         """Code several shards in lockstep; ``parts`` is a list of ``(x, lanes, shard)``.
 
-        Each shard has its own messages (seeded by its index) and its own chain of steps,
-        exactly as if coded alone; only the network calls are shared: step t runs one
-        decoder batch over the t-th rows of every shard still running, and (K = 0) the
-        encoder runs once over all images up front. onnxruntime's per-row outputs do not
-        depend on the batch, so the bytes do not depend on the grouping.
+        Each shard's lanes keep their own generator keys (seeded by the shard index) and
+        their own chains of images, exactly as if the shard were coded alone; the lanes of
+        all shards are gathered into one message set so that each step is one encoder /
+        decoder batch and one compiled call per coder family. onnxruntime's per-row
+        outputs do not depend on the batch, so the bytes do not depend on the grouping.
         """
         prec, bits = self.model.precision, self.model.precision["latent_bits"]
         centres = self._centres(bits)
-        shards = [(x, lanes, shard, Messages(lanes, _shard_seed(self.seed, shard)), -(-len(x) // lanes)) for x, lanes, shard in parts]
-        mu_all, sigma_all = self._encode_rows(np.concatenate([p[0] for p in shards]) if len(shards) > 1 else shards[0][0])
-        base = np.cumsum([0] + [len(p[0]) for p in shards])
-        for t in range(max(p[4] for p in shards)):
-            active, zs = [], []
-            for i, (x, lanes, shard, msgs, steps) in enumerate(shards):
-                if t >= steps:
-                    continue
-                lo, hi = t * lanes, min(len(x), (t + 1) * lanes)
-                xs = x[lo:hi]
-                mu, sigma = self._refine(xs, mu_all[base[i] + lo : base[i] + hi], sigma_all[base[i] + lo : base[i] + hi], (shard << 32) | t)
-                zs.append(cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits))
-                active.append((msgs, xs))
-            z = zs[0] if len(zs) == 1 else np.concatenate(zs)
-            out = self.decoder(z=centres[z])
-            r = 0
-            for (msgs, xs), zi in zip(active, zs):
-                k = len(xs)
-                self._push_x(msgs, {key: v[r : r + k] for key, v in out.items()}, xs, prec["likelihood"])
-                cdf.latent.push_prior(msgs, zi, bits)
-                r += k
+        own = [Messages(lanes, _shard_seed(self.seed, shard)) for _, lanes, shard in parts]
+        lay = _Layout([(len(x), lanes, shard) for x, lanes, shard in parts])
+        group = Messages.gather([(own[s], j) for s, j in lay.lanes])
+        x_all = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        mu_all, sigma_all = self._encode_rows(x_all)
+        for t in range(lay.steps):
+            idx = lay.images(t)
+            xs, mu, sigma = x_all[idx], mu_all[idx], sigma_all[idx]
+            if self.k_steps:
+                mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
+            z = cdf.latent.pop_posterior(group, mu, sigma, prec["posterior"], bits)
+            self._push_x(group, self.decoder(z=centres[z]), xs, prec["likelihood"])
+            cdf.latent.push_prior(group, z, bits)
             if progress:
-                progress(r)
-        return [p[3].to_bytes() for p in shards]
+                progress(len(idx))
+        return [Messages.gather([(group, r) for r in lay.rows_of(s)]).to_bytes() for s in range(len(parts))]
+
+    def _refine_step(self, lay, t, xs, mu, sigma):
+        """K Adam steps, one shard's rows of step t at a time (as when coded alone)."""
+        mu, sigma = mu.copy(), sigma.copy()
+        for s, rows in lay.active_rows(t):
+            mu[rows], sigma[rows] = self._refine(xs[rows], mu[rows], sigma[rows], (lay.shard[s] << 32) | t)
+        return mu, sigma
 
     def decode_shard(self, payload: bytes, n: int, lanes: int, shard: int, prec: dict, progress, digest: str, first: int) -> np.ndarray:
         """Decode one shard's messages into images (n, dim); raises _Failed on a failed check."""
@@ -362,7 +404,7 @@ class Codec:
         images (n, dim); raises _Failed when a shard fails its final checks."""
         m, bits = self.model, prec["latent_bits"]
         centres = self._centres(bits)
-        shards = []
+        own = []
         for payload, n, lanes, shard, digest, first in parts:
             try:
                 msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
@@ -372,42 +414,37 @@ class Codec:
                 raise CorruptMessageError(f"shard {shard}: payload is malformed: {e}") from None
             if msgs.lanes != lanes:
                 raise FormatError(f"shard {shard} holds {msgs.lanes} lanes, header says {lanes}")
-            shards.append((np.empty((n, m.dim), np.uint8), lanes, shard, msgs, -(-n // lanes)))
-        for t in reversed(range(max(p[4] for p in shards))):
-            active, zs = [], []
-            for x, lanes, shard, msgs, steps in shards:
-                if t >= steps:
-                    continue
-                lo, hi = t * lanes, min(len(x), (t + 1) * lanes)
-                zs.append(cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits))
-                active.append((x, lo, hi, shard, msgs))
-            z = zs[0] if len(zs) == 1 else np.concatenate(zs)
-            out = self.decoder(z=centres[z])
-            r = 0
-            for x, lo, hi, shard, msgs in active:
-                k = hi - lo
-                x[lo:hi] = self._pop_x(msgs, {key: v[r : r + k] for key, v in out.items()}, prec["likelihood"])
-                if msgs.words_drawn().any():
-                    # A correct decode only takes words the encoder emitted; drawing from the
-                    # generator means the payload ran out: corrupt or forged.
-                    raise _Exhausted(f"shard {shard}: payload exhausted at step {t}")
-                r += k
-            xs = [x[lo:hi] for x, lo, hi, _, _ in active]
-            mu_all, sigma_all = self._encode_rows(xs[0] if len(xs) == 1 else np.concatenate(xs))
-            r = 0
-            for (x, lo, hi, shard, msgs), zi in zip(active, zs):
-                k = hi - lo
-                mu, sigma = self._refine(x[lo:hi], mu_all[r : r + k], sigma_all[r : r + k], (shard << 32) | t)
-                cdf.latent.push_posterior(msgs, mu, sigma, zi, prec["posterior"], bits)
-                r += k
+            own.append(msgs)
+        lay = _Layout([(n, lanes, shard) for _, n, lanes, shard, _, _ in parts])
+        group = Messages.gather([(own[s], j) for s, j in lay.lanes])
+        x_all = np.empty((lay.total, m.dim), np.uint8)
+        for t in reversed(range(lay.steps)):
+            idx = lay.images(t)
+            z = cdf.latent.pop_prior(group, len(idx), m.latent, bits)
+            xs = self._pop_x(group, self.decoder(z=centres[z]), prec["likelihood"])
+            drawn = group.words_drawn()[: len(idx)]
+            if drawn.any():
+                # A correct decode only takes words the encoder emitted; drawing from the
+                # generator means the payload ran out: corrupt or forged.
+                bad = lay.shard[lay.lanes[int(np.argmax(drawn > 0))][0]]
+                raise _Exhausted(f"shard {bad}: payload exhausted at step {t}")
+            x_all[idx] = xs
+            mu, sigma = self._encode_rows(xs)
+            if self.k_steps:
+                mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
+            cdf.latent.push_posterior(group, mu, sigma, z, prec["posterior"], bits)
             if progress:
-                progress(r)
-        for (x, lanes, shard, msgs, _), (_, n, _, _, digest, first) in zip(shards, parts):
-            if not msgs.is_initial():
+                progress(len(idx))
+        initial = group.lanes_initial()
+        out = []
+        for s, (_, n, _, shard, digest, first) in enumerate(parts):
+            if not initial[lay.rows_of(s)].all():
                 raise _Failed(f"shard {shard} did not end in its initial state")
+            x = x_all[lay.base[s] : lay.base[s] + n]
             if _digest(x) != digest:
                 raise _Failed(f"shard {shard} (images {first}..{first + n - 1}) does not match its recorded hash")
-        return [p[0] for p in shards]
+            out.append(x)
+        return out
 
     def _workers(self, jobs: int) -> int:
         return max(1, min(self.workers or os.cpu_count() or 1, jobs))
