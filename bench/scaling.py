@@ -1,7 +1,7 @@
 """Scaling measurements for docs/SCALING.md.
 
     python bench/scaling.py ../shared/data/mnist/train-images-idx3-ubyte.gz [--model mnist-binary]
-        [--repeats 3] [--ray] [--json]
+        [--repeats 3] [--ray] [--range-lanes 128] [--json]
 
 Measures, on one dataset file, in fresh processes of the `bitsback` command (so every
 figure includes what a user pays: start-up, reading, writing):
@@ -10,7 +10,10 @@ figure includes what a user pays: start-up, reading, writing):
   * optionally the Ray engine on a local cluster (same bytes);
   * a 100-image range decode against a full decode, through the command (start-up of
     Python, numba and onnxruntime included) and in one warm process (``engine.decompress``
-    with the codec already loaded: what a service embedding the codec pays);
+    with the codec already loaded: what a service embedding the codec pays), for the
+    default file and for a file made with more, shorter lanes (--range-lanes);
+  * compress / decompress throughput with 1 and 2 workers inside one process, after a
+    warm-up (no interpreter start-up);
   * the shard/lane trade-off: bits/dim, shards and header bytes for several lane counts.
 The last line of stdout is one JSON object.
 """
@@ -64,6 +67,34 @@ def in_process(path, repeats):
     return res
 
 
+def in_process_throughput(data, model, binarize, repeats):
+    """engine.compress / decompress with 1 and 2 workers in this process, after a warm-up:
+    the workers' throughput without the interpreter's start-up (imports, numba's cache,
+    onnxruntime sessions of the parent), which a CLI run pays once whatever its size."""
+    from bitsback import engine
+
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        engine.compress(data, d / "warm.bba", model=model, workers=1, binarize=binarize, force=True)
+        engine.decompress(d / "warm.bba", None, workers=1)
+        for w in (1, 2):
+            for kind in ("compress", "decompress"):
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    if kind == "compress":
+                        r = engine.compress(data, d / f"w{w}.bba", model=model, workers=w, binarize=binarize, force=True)
+                    else:
+                        engine.decompress(d / f"w{w}.bba", None, workers=w)
+                    times.append(time.perf_counter() - t0)
+                t = statistics.median(times)
+                res[f"{kind}_w{w}"] = {"seconds": t, "runs": times, "images_per_second": r["n_images"] / t}
+        res["efficiency_compress"] = res["compress_w1"]["seconds"] / res["compress_w2"]["seconds"]
+        res["efficiency_decompress"] = res["decompress_w1"]["seconds"] / res["decompress_w2"]["seconds"]
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
@@ -71,6 +102,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ray", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--range-lanes", type=int, default=128, help="lanes of the random-access file")
     a = ap.parse_args(argv)
     binarize = ["--binarize"] if a.model == "mnist-binary" else []
     env = dict(os.environ, BITSBACK_THREADS="1")
@@ -93,6 +125,12 @@ def main(argv=None):
         t_range, times, _ = median_time(["decompress", str(d / "w1.bba"), "-o", str(d / "r.npy"), "--range", "30000:30100", "--workers", "1", "--force"], a.repeats)
         out["range_100"] = {"seconds": t_range, "runs": times, "share_of_full_decode": t_range / t_full}
         out["in_process"] = in_process(d / "w1.bba", a.repeats)
+        out["in_process_throughput"] = in_process_throughput(a.data, a.model, bool(binarize), a.repeats)
+        # A file made for random access: more, shorter lanes (a range decode decodes whole lanes).
+        _, res = bitsback("compress", a.data, "-o", str(d / "ra.bba"), "--model", a.model, "--lanes", str(a.range_lanes),
+                          "--force", *binarize)
+        out["random_access_file"] = {"lanes": res["lanes"], "bits_per_dim": res["bits_per_dim"], "bytes": res["bytes"],
+                                     "in_process": in_process(d / "ra.bba", a.repeats)}
         if a.ray:
             t, times, res = median_time(["compress", a.data, "-o", str(d / "ray.bba"), "--model", a.model, "--engine", "ray", "--force", *binarize], 1)
             out["ray_compress"] = {"seconds": t, "images_per_second": res["n_images"] / t,

@@ -145,6 +145,7 @@ class _Layout:
         self.first = np.array([self.base[s] + j for s, j, _ in lanes], np.int64)   # image of step 0
         self.stride = np.array([shards[s][1] for s, _, _ in lanes], np.int64)
         self.of = np.array([s for s, _, _ in lanes], np.int64)
+        self._images = None
 
     def active(self, t: int) -> int:
         """Rows still coding at step t (a prefix)."""
@@ -152,8 +153,9 @@ class _Layout:
 
     def images(self, t: int) -> np.ndarray:
         """Group image index of each active row at step t."""
-        k = self.active(t)
-        return self.first[:k] + t * self.stride[:k]
+        if self._images is None:
+            self._images = [self.first[: self.active(u)] + u * self.stride[: self.active(u)] for u in range(self.steps)]
+        return self._images[t]
 
     def rows_of(self, s: int) -> list:
         """Rows of shard s, in its lane order."""
