@@ -50,17 +50,21 @@ def median_time(args, repeats):
 
 
 def in_process(path, repeats):
-    """Full vs 100-image range decode in this process, one worker, after a warm-up (the
-    codec's sessions and numba's compiled functions are loaded once, as in a service)."""
-    from bitsback import engine
+    """Full vs 100-image range decode by one loaded codec (``Codec.decompress(blob,
+    start=, stop=)``, one worker): what a service that keeps the codec pays per request."""
+    from bitsback import container
+    from bitsback.codec import Codec
 
-    engine.decompress(path, None, workers=1, start=0, stop=1)  # warm-up: imports, JIT cache
+    blob = Path(path).read_bytes()
+    header, _ = container.unpack(blob)
+    codec = Codec(header["model"]["name"], workers=1, threads=1)
+    codec.decompress(blob, start=0, stop=1)  # warm-up: numba's compiled functions
     res = {}
     for name, rng in (("full", (None, None)), ("range_100", (30000, 30100))):
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            engine.decompress(path, None, workers=1, start=rng[0], stop=rng[1])
+            codec.decompress(blob, start=rng[0], stop=rng[1])
             times.append(time.perf_counter() - t0)
         res[name] = {"seconds": statistics.median(times), "runs": times}
     res["share_of_full_decode"] = res["range_100"]["seconds"] / res["full"]["seconds"]
