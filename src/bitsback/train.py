@@ -460,7 +460,8 @@ RECIPES = {
         "prefix": "binctx4",
         "vae_dir": "binctx4-vae",
         "vae": ["--likelihood", "bernoulli_context", "--features", "4", "--preprocess", "binarize", "--levels", "2",
-                "--latent", "32", "--lr", "1e-3", "--epochs", "80", "--patience", "8", "--max-minutes", "45"],
+                "--latent", "32", "--lr", "1e-3", "--epochs", "30", "--patience", "0"],
+        "finetune": ["--lr", "3e-4", "--epochs", "34"],
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
                     "--epochs", "3", "--patience", "0"],
         "seeds": [0],
@@ -521,6 +522,8 @@ def cmd_recipe(args):
     thr = ["--threads", str(args.threads or 1)]
     train_data = ["--data", str(args.data)]
     main(["vae", "--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
+    if r.get("finetune"):  # more epochs of the same run at a lower rate (later flags win)
+        main(["vae", "--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
     for seed in r["seeds"]:
         main(["encoder", "--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
               *r["encoder"], "--seed", str(seed), *train_data, *thr, "--resume"])
@@ -530,6 +533,8 @@ def cmd_recipe(args):
     cmdline = ("bitsback train recipe " + args.name + " --work " + str(args.work) + " --data $BITSBACK_MNIST/"
                + Path(args.data).name)
     stages = [f"bitsback train vae --out {vae_dir} {' '.join(r['vae'])} --resume"] + [
+        f"bitsback train vae --out {vae_dir} {' '.join(r['vae'] + r['finetune'])} --resume"
+        for _ in [0] if r.get("finetune")] + [
         f"bitsback train encoder --init {vae_dir}/best.pt --out {W}/{pre}-rha-s{s} {' '.join(r['encoder'])} --seed {s} --resume"
         for s in r["seeds"]]
     exports = {"baseline": W / f"{pre}-baseline-export"}
