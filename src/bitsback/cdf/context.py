@@ -31,46 +31,24 @@ def slot(j, geo):
     return (r + R) * Wp + (j - r * W) + P
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def context_of(pad, i, b, cdelta, ctab):
-    """Context of the pixel at slot b of lane i's padded image: sum_t ctab[t, neighbour t]
-    (ctab[t, v] = bucket(v) * Q**t)."""
-    idx = 0
-    for t in range(cdelta.shape[0]):
-        idx += ctab[t, pad[i, b + cdelta[t]]]
-    return idx
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def bern_freq0(feats, pad, i, j, b, cdelta, ctab, ulut, gain, bias, p):
-    c = context_of(pad, i, b, cdelta, ctab)
-    logit = np.float64(bias[c])
-    for k in range(feats.shape[2]):
-        logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
-    return freq0(logit, p)
+# One kernel per family serves push (mode PUSH, pixels in reverse), pop (POP, raster
+# order) and code lengths (FREQS): the per-pixel arithmetic exists once, so the encoder and
+# decoder build each CDF from the same float64 operations. It is written out inside the
+# loop rather than in helpers taking arrays: numba re-binds every array argument of an
+# inlined function with an atomic incref/decref pair, which here cost more than the coding
+# (docs/CODER.md, "Performance").
+PUSH, POP, FREQS = 0, 1, 2
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _push_bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, lane_lo, lane_hi):
-    n, D, _ = feats.shape
-    p = np.uint64(prec)
-    one = np.uint64(1) << p
-    for j in range(D - 1, -1, -1):
-        b = slot(j, geo)
-        for i in range(lane_lo, lane_hi):
-            f0 = bern_freq0(feats, pad, i, j, b, cdelta, ctab, ulut, gain, bias, p)
-            bit = x[i, j] != 0
-            heads[i] = push_x(heads[i], addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _pop_bern(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec, out, lane_lo, lane_hi):
+def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, mode, fr, lane_lo, lane_hi):
     n, D, d = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     T = cdelta.shape[0]
-    for j in range(D):
+    for jj in range(D):
+        j = D - 1 - jj if mode == PUSH else jj
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
             c = 0
@@ -80,153 +58,107 @@ def _pop_bern(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec
             for k in range(d):
                 logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
             f0 = freq0(logit, p)
-            x = heads[i]
-            bit = (x & mask) >= f0
-            out[i, j] = 1 if bit else 0
-            pad[i, b] = 1 if bit else 0
-            heads[i] = advance_x(x, addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p, mask)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def mix_scratch(feats, pad, i, j, b, cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u):
-    """Fill scratch[k] = (weight, mean, 1/scale) of pixel j's components (as mix_prepare)."""
-    c = context_of(pad, i, b, cdelta, ctab)
-    for t in range(ldelta.shape[0]):
-        u[t] = ulut[pad[i, b + ldelta[t]]]
-    m = np.float64(feats[i, j, 0])
-    s = np.float64(feats[i, j, 1])
-    g = np.float64(feats[i, j, 2])
-    K = scratch.shape[0]
-    top = -1e300
-    for k in range(K):
-        a = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
-        if a != a:
-            a = 0.0
-        a = min(max(a, -100.0), 100.0)
-        scratch[k, 0] = a
-        top = max(top, a)
-    tot = 0.0
-    for k in range(K):
-        e = fexp(scratch[k, 0] - top)
-        scratch[k, 0] = e
-        tot += e
-    for k in range(K):
-        scratch[k, 0] /= tot
-        v = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
-        for t in range(ldelta.shape[0]):
-            v += np.float64(coef[c, k, t]) * u[t]
-        mean = 127.5 + 127.5 * v
-        mu, inv_s = params(mean, np.float64(lscale[c, k]) + s)
-        scratch[k, 1] = mu
-        scratch[k, 2] = inv_s
+            if mode == POP:
+                h = heads[i]
+                bit = (h & mask) >= f0
+                x[i, j] = 1 if bit else 0
+                pad[i, b] = 1 if bit else 0
+                heads[i] = advance_x(h, addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p, mask)
+            else:
+                bit = x[i, j] != 0
+                if mode == PUSH:
+                    heads[i] = push_x(heads[i], addr, i, f0 if bit else np.uint64(0), one - f0 if bit else f0, p)
+                else:
+                    fr[i, j] = one - f0 if bit else f0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _push_mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, lane_lo, lane_hi):
-    n, D, _ = feats.shape
-    p = np.uint64(prec)
-    one = np.uint64(1) << p
-    M = np.float64(one - np.uint64(256))
+def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
     mgain, coef, mbias, lscale, wbias, wgain = T
-    scratch = np.empty((mgain.shape[1], 3))
-    u = np.empty(ldelta.shape[0])
-    for j in range(D - 1, -1, -1):
-        b = slot(j, geo)
-        for i in range(lane_lo, lane_hi):
-            mix_scratch(feats, pad, i, j, b, cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u)
-            k = np.int64(x[i, j])
-            lo = mix_start(k, scratch, M, one)
-            hi = mix_start(k + 1, scratch, M, one)
-            heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _pop_mix(heads, addr, feats, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, out, lane_lo, lane_hi):
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     mask = one - np.uint64(1)
     M = np.float64(one - np.uint64(256))
-    mgain, coef, mbias, lscale, wbias, wgain = T
-    scratch = np.empty((mgain.shape[1], 3))
-    u = np.empty(ldelta.shape[0])
-    for j in range(D):
+    K = mgain.shape[1]
+    J = ldelta.shape[0]
+    NT = cdelta.shape[0]
+    scratch = np.empty((K, 3))
+    u = np.empty(J)
+    for jj in range(D):
+        j = D - 1 - jj if mode == PUSH else jj
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
-            mix_scratch(feats, pad, i, j, b, cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u)
-            cf = heads[i] & mask
-            k, s_lo, f = mix_search(cf, mix_guess(cf, scratch, one), scratch, M, one)
-            out[i, j] = k
-            pad[i, b] = k
-            heads[i] = advance_x(heads[i], addr, i, s_lo, f, p, mask)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _freqs_bern(feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec):
-    n, D, _ = feats.shape
-    p = np.uint64(prec)
-    one = np.uint64(1) << p
-    f = np.empty((n, D), np.uint32)
-    for i in range(n):
-        for j in range(D):
-            f0 = bern_freq0(feats, pad, i, j, slot(j, geo), cdelta, ctab, ulut, gain, bias, p)
-            f[i, j] = one - f0 if x[i, j] else f0
-    return f
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _freqs_mix(feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec):
-    n, D, _ = feats.shape
-    one = np.uint64(1) << np.uint64(prec)
-    M = np.float64(one - np.uint64(256))
-    mgain, coef, mbias, lscale, wbias, wgain = T
-    scratch = np.empty((mgain.shape[1], 3))
-    u = np.empty(ldelta.shape[0])
-    f = np.empty((n, D), np.uint32)
-    for i in range(n):
-        for j in range(D):
-            mix_scratch(feats, pad, i, j, slot(j, geo), cdelta, ctab, ulut, ldelta, mgain, coef, mbias, lscale, wbias, wgain, scratch, u)
-            k = np.int64(x[i, j])
-            f[i, j] = mix_start(k + 1, scratch, M, one) - mix_start(k, scratch, M, one)
-    return f
-
-
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _push_bern_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, chunks):
-    n = feats.shape[0]
-    for c in prange(chunks):
-        _push_bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec,
-                   c * n // chunks, (c + 1) * n // chunks)
-
-
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _pop_bern_par(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec, out, chunks):
-    n = feats.shape[0]
-    for c in prange(chunks):
-        _pop_bern(heads, addr, feats, pad, geo, cdelta, ctab, ulut, gain, bias, prec, out,
-                  c * n // chunks, (c + 1) * n // chunks)
+            # pixel j's components (weight, mean, 1/scale) into scratch, as mix_prepare
+            c = 0
+            for t in range(NT):
+                c += ctab[t, pad[i, b + cdelta[t]]]
+            for t in range(J):
+                u[t] = ulut[pad[i, b + ldelta[t]]]
+            m = np.float64(feats[i, j, 0])
+            s = np.float64(feats[i, j, 1])
+            g = np.float64(feats[i, j, 2])
+            top = -1e300
+            for k in range(K):
+                a = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
+                if a != a:
+                    a = 0.0
+                a = min(max(a, -100.0), 100.0)
+                scratch[k, 0] = a
+                top = max(top, a)
+            tot = 0.0
+            for k in range(K):
+                e = fexp(scratch[k, 0] - top)
+                scratch[k, 0] = e
+                tot += e
+            for k in range(K):
+                scratch[k, 0] /= tot
+                v = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
+                for t in range(J):
+                    v += np.float64(coef[c, k, t]) * u[t]
+                mu, inv_s = params(127.5 + 127.5 * v, np.float64(lscale[c, k]) + s)
+                scratch[k, 1] = mu
+                scratch[k, 2] = inv_s
+            if mode == POP:
+                cf = heads[i] & mask
+                sym, s_lo, f = mix_search(cf, mix_guess(cf, scratch, one), scratch, M, one)
+                x[i, j] = sym
+                pad[i, b] = sym
+                heads[i] = advance_x(heads[i], addr, i, s_lo, f, p, mask)
+            else:
+                sym = np.int64(x[i, j])
+                lo = mix_start(sym, scratch, M, one)
+                hi = mix_start(sym + 1, scratch, M, one)
+                if mode == PUSH:
+                    heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
+                else:
+                    fr[i, j] = hi - lo
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _push_mix_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, chunks):
+def _bern_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, mode, fr, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _push_mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec,
-                  c * n // chunks, (c + 1) * n // chunks)
+        _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, mode, fr,
+              c * n // chunks, (c + 1) * n // chunks)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _pop_mix_par(heads, addr, feats, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, out, chunks):
+def _mix_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _pop_mix(heads, addr, feats, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, out,
-                 c * n // chunks, (c + 1) * n // chunks)
+        _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr,
+             c * n // chunks, (c + 1) * n // chunks)
 
+
+_NO_FREQS = np.zeros((1, 1), np.uint32)
 
 TABLES = {
     "bernoulli_context": ("gain", "bias"),
     "logistic_context": ("mgain", "coef", "mbias", "lscale", "wbias", "wgain"),
 }
+
+
 def n_features(likelihood: str, spec: dict) -> int:
     """d, the decoder's features per pixel."""
     return int(spec.get("features", 1)) if likelihood == "bernoulli_context" else 3
@@ -291,6 +223,8 @@ class Context:
 
     def _x(self, x, n):
         x = np.ascontiguousarray(x, np.uint8)
+        if not x.flags.writeable:   # one kernel reads or writes x (push / pop): type it mutable
+            x = x.copy()
         if x.shape != (n, self.D):
             raise ValueError(f"symbols must be ({n}, {self.D}); got {x.shape}")
         if self.likelihood == "bernoulli_context" and x.size and x.max() > 1:
@@ -315,29 +249,35 @@ class Context:
     def _prec(self, prec):
         return check_prec(prec, MIN_PREC if self.likelihood == "logistic_context" else 1)
 
+    def _run(self, msgs, feats, x, pad, prec, mode, fr):
+        heads, addr = (msgs.heads, np.uint64(msgs.address)) if msgs is not None else (np.zeros(len(x), np.uint64), np.uint64(0))
+        k, kp = (_bern, _bern_par) if self.likelihood == "bernoulli_context" else (_mix, _mix_par)
+        args = (heads, addr, feats, x, pad, *self._args(), prec, mode, fr)
+        if mode == FREQS:
+            k(*args, 0, len(x))
+        else:
+            run_lanes(k, kp, args, feats.shape[0], self.D)
+
     def push(self, msgs, feats, x, prec):
         """Push symbols x (uint8 (n, D)) onto lanes 0..n-1."""
         prec, feats = self._prec(prec), self._feats(feats)
         x = self._x(x, feats.shape[0])
-        heads, addr = lanes_of(msgs, feats.shape[0])
-        k, kp = (_push_bern, _push_bern_par) if self.likelihood == "bernoulli_context" else (_push_mix, _push_mix_par)
-        run_lanes(k, kp, (heads, addr, feats, x, self._padded(x), *self._args(), prec), feats.shape[0], self.D)
+        lanes_of(msgs, feats.shape[0])
+        self._run(msgs, feats, x, self._padded(x), prec, PUSH, _NO_FREQS)
         done(msgs)
 
     def pop(self, msgs, feats, prec):
         """Pop uint8 (n, D) symbols, pixel 0 first, from lanes 0..n-1."""
         prec, feats = self._prec(prec), self._feats(feats)
-        heads, addr = lanes_of(msgs, feats.shape[0])
+        lanes_of(msgs, feats.shape[0])
         out = np.zeros((feats.shape[0], self.D), np.uint8)
-        k, kp = (_pop_bern, _pop_bern_par) if self.likelihood == "bernoulli_context" else (_pop_mix, _pop_mix_par)
-        run_lanes(k, kp, (heads, addr, feats, self._padded(None, len(out)), *self._args(), prec, out),
-                  feats.shape[0], self.D)
+        self._run(msgs, feats, out, self._padded(None, len(out)), prec, POP, _NO_FREQS)
         return out
 
     def code_length(self, feats, x, prec):
         """Ideal code length in bits of x under the quantised model, per image (n,)."""
         prec, feats = self._prec(prec), self._feats(feats)
         x = self._x(x, feats.shape[0])
-        fn = _freqs_bern if self.likelihood == "bernoulli_context" else _freqs_mix
-        f = fn(feats, x, self._padded(x), *self._args(), prec)
+        f = np.empty(x.shape, np.uint32)
+        self._run(None, feats, x, self._padded(x), prec, FREQS, f)
         return prec * self.D - np.log2(f.astype(np.float64)).sum(1)
