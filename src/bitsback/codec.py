@@ -34,7 +34,7 @@ from .runtime import Network, describe
 LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "bernoulli_context", "logistic_context")
 DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # Target share of the file spent on per-lane overhead when the lane count is chosen from N.
-LANE_OVERHEAD_SHARE = 0.004
+LANE_OVERHEAD_SHARE = 0.0035
 MAX_AUTO_LANES = 256
 # Shards are the unit of range decoding: ceil(lanes / MAX_SHARDS) lanes each (one lane
 # each up to MAX_SHARDS lanes), and no shard above SHARD_MAX_IMAGES images. They are coded
@@ -188,7 +188,7 @@ class Codec:
         Adam learning rate of the K-step optimisation (the paper uses 5e-3 on MNIST).
     lanes : int, optional
         Number of independent rANS messages. Default: chosen from N so that per-lane
-        overhead stays near 0.4 % of the file.
+        overhead stays near 0.35 % of the file.
     seed : int
         Seed of the initial bits and of the K-step noise; stored in the file.
     threads : int, optional

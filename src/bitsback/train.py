@@ -465,7 +465,7 @@ RECIPES = {
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
                     "--epochs", "3", "--patience", "0"],
         "seeds": [0],
-        "weights": "float32",
+        "weights": "float16",
         "evals": "elbo",
     },
     "mnist-grey": {
@@ -563,7 +563,9 @@ def cmd_recipe(args):
             if full and tag == f"rha-s{r['seeds'][0]}":  # IWAE with the shipped encoder as proposal
                 what = ("elbo", "iwae")
                 k = args.iwae_k if n else args.full_iwae_k
-            cache = W / "eval" / f"{args.name}-{tag}-{tag_all}-k{k}-s{steps}.json"
+            files = man.get("files", {})
+            sig = "".join(files.get(f, {}).get("sha256", "")[:8] for f in sorted(files))  # cache per exact model
+            cache = W / "eval" / f"{args.name}-{tag}-{tag_all}-k{k}-s{steps}-{sig}.json"
             res[tag] = _cached_eval(cache, lambda: evaluate(enc, dec, man["config"], x, iwae_k=k, optimal_steps=steps,
                                                               what=what, n_samples=args.samples))
             print(tag_all, tag, res[tag], file=sys.stderr, flush=True)
