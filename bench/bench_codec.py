@@ -15,8 +15,10 @@ from bitsback.bench import DEFAULT_DATA, preprocess
 
 N_BATCH = 1000
 KINDS = {
-    "mnist-binary": {"likelihood": "bernoulli", "levels": 2, "mixture": 1, "preprocess": "binarize"},
-    "mnist-grey": {"likelihood": "logistic_mixture", "levels": 256, "mixture": 2, "preprocess": "none"},
+    "mnist-binary": {"likelihood": "bernoulli_context", "levels": 2, "mixture": 1, "preprocess": "binarize"},
+    "mnist-grey": {"likelihood": "logistic_context", "levels": 256, "mixture": 3, "preprocess": "none"},
+    "mnist-binary-mlp": {"likelihood": "bernoulli", "levels": 2, "mixture": 1, "preprocess": "binarize"},
+    "mnist-grey-mlp": {"likelihood": "logistic_mixture", "levels": 256, "mixture": 2, "preprocess": "none"},
 }
 
 

@@ -108,7 +108,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--range-lanes", type=int, default=128, help="lanes of the random-access file")
     a = ap.parse_args(argv)
-    binarize = ["--binarize"] if a.model == "mnist-binary" else []
+    binarize = ["--binarize"] if "binary" in a.model else []
     env = dict(os.environ, BITSBACK_THREADS="1")
     out = {"data": a.data, "model": a.model, "cores": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory() as d:

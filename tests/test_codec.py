@@ -21,17 +21,21 @@ def grey():
     return datasets.load(DATA)[:400]
 
 
+# the defaults (causal-context likelihoods) and the paper-architecture models
+MODELS = ["mnist-binary", "mnist-grey", "mnist-binary-mlp", "mnist-grey-mlp"]
+
+
 @pytest.fixture(scope="module")
 def images(grey):
-    return {"mnist-binary": datasets.binarize(grey), "mnist-grey": grey}
+    return {m: datasets.binarize(grey) if "binary" in m else grey for m in MODELS}
 
 
 @pytest.fixture(scope="module")
 def codecs():
-    return {m: bitsback.load(m, device="cpu") for m in ("mnist-binary", "mnist-grey")}
+    return {m: bitsback.load(m, device="cpu") for m in MODELS}
 
 
-@pytest.mark.parametrize("model", ["mnist-binary", "mnist-grey"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("lanes,n", [(1, 1), (1, 5), (7, 45), (256, 300)])
 def test_round_trip(codecs, images, model, lanes, n):
     x = images[model][:n]
