@@ -137,9 +137,9 @@ def test_any_header_field_value_is_refused_or_decodes_exactly(seeds, oracle, fie
 def test_swapped_lanes_never_decode_to_wrong_images(seeds):
     codec = bitsback.load(bundled("mnist-binary"), device="cpu")
     s = next(s for s in seeds if s["model"] == "mnist-binary" and len(s["images"]) == 3)
-    # Shards hold one lane up to 32 lanes; 90 lanes make shards of 3 lanes.
-    x = np.concatenate([s["images"]] * 30)[:90]
-    head, payload = fuzz.split(bitsback.load(bundled("mnist-binary"), device="cpu", lanes=90).compress(x))
+    # Shards hold one lane up to 256 lanes; 600 lanes make shards of 3 lanes.
+    x = np.concatenate([s["images"]] * 200)[:600]
+    head, payload = fuzz.split(bitsback.load(bundled("mnist-binary"), device="cpu", lanes=600).compress(x))
     count, lanes, tail = fuzz.split_lanes(payload)
     assert count == 3
     forged = fuzz.forge(head, fuzz.join_lanes(lanes[::-1]) + tail)
