@@ -284,7 +284,10 @@ def model_rate(codec: Codec, x: np.ndarray, seed: int = 0, batch: int = 500) -> 
         mu, sigma = enc["mu"].astype(np.float64), enc["sigma"].astype(np.float64)
         # continuous -ELBO: one reparameterised sample + analytic KL(q || N(0, I))
         z = (mu + sigma * rng.standard_normal(mu.shape)).astype(np.float32)
-        nll = _continuous_nll_nats(m.likelihood, codec.decoder(z=z), xs, m.levels)
+        if m.context:  # the context families' "continuous" rate: the coder's model at 2^-30 resolution
+            nll = m.context.code_length(codec.decoder(z=z)["features"], xs, 30) * math.log(2)
+        else:
+            nll = _continuous_nll_nats(m.likelihood, codec.decoder(z=z), xs, m.levels)
         kl = 0.5 * (mu**2 + sigma**2 - 1.0 - 2.0 * np.log(np.maximum(sigma, 1e-30))).sum(1)
         cont[lo : lo + len(xs)] = (nll + kl) / math.log(2)
         # quantised: z ~ quantised q, decoder at the bucket centres, exact frequencies
@@ -292,13 +295,16 @@ def model_rate(codec: Codec, x: np.ndarray, seed: int = 0, batch: int = 500) -> 
         idx, fq = _sample_posterior(enc["mu"], enc["sigma"], u, prec["posterior"], b, cdf.latent._TABLE)
         out = codec.decoder(z=centres[idx])
         pl = prec["likelihood"]
-        if m.likelihood == "bernoulli":
+        if m.context:
+            quant["likelihood"] += float(m.context.code_length(out["features"], xs, pl).sum())
+        elif m.likelihood == "bernoulli":
             _, f = cdf.bernoulli.starts_freqs(out["logits"], xs, pl)
         elif m.likelihood == "logistic":
             f = _logistic_freqs(np.ascontiguousarray(out["mean"]), np.ascontiguousarray(out["log_scale"]), xs, pl)
         else:
             _, f = cdf.logistic.mixture_starts_freqs(out["logit_weights"], out["mean"], out["log_scale"], xs, pl)
-        quant["likelihood"] += float(pl * f.size - np.log2(np.asarray(f, np.float64)).sum())
+        if not m.context:
+            quant["likelihood"] += float(pl * f.size - np.log2(np.asarray(f, np.float64)).sum())
         quant["prior"] += float(b * idx.size)
         quant["posterior"] += float(prec["posterior"] * fq.size - np.log2(fq).sum())  # -log2 q, given back
     dims = x.size

@@ -14,7 +14,6 @@ from numba import njit, prange
 
 from ..errors import BitsbackError
 from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
-from .bernoulli import freq0
 from .logistic import MIN_PREC, mix_guess, mix_search, mix_start, params
 from ._exp import fexp
 
@@ -33,18 +32,51 @@ def slot(j, geo):
 
 # One kernel per family serves push (mode PUSH, pixels in reverse), pop (POP, raster
 # order) and code lengths (FREQS): the per-pixel arithmetic exists once, so the encoder and
-# decoder build each CDF from the same float64 operations. It is written out inside the
-# loop rather than in helpers taking arrays: numba re-binds every array argument of an
-# inlined function with an atomic incref/decref pair, which here cost more than the coding
-# (docs/CODER.md, "Performance").
+# decoder build each CDF from the same float64 operations.
 PUSH, POP, FREQS = 0, 1, 2
+
+# Bernoulli context: P(x = 0) = sigmoid(-logit) from a table on [-16, 16] with linear
+# interpolation (4096 cells), instead of an exp and a divide per pixel. The table is built
+# with fexp (libm-free, so identical on every machine); interpolation error <= 1e-6 in
+# probability costs ~1e-12 bits per symbol; beyond |logit| = 16 the frequency clamps.
+_SIG_CELLS = 4096
+_SIG_SCALE = _SIG_CELLS / 32.0
+
+
+@njit(cache=True, error_model="numpy")
+def _sigmoid_table():
+    t = np.empty(_SIG_CELLS + 1)
+    for k in range(_SIG_CELLS + 1):
+        t[k] = 1.0 / (1.0 + fexp(-16.0 + k / _SIG_SCALE))
+    return t
+
+
+_SIG = _sigmoid_table()
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def table_freq0(logit, sig, one_f):
+    """Quantised frequency of symbol 0 in [1, 2^prec - 1] (one_f = 2^prec as float)."""
+    if logit != logit:
+        logit = 0.0
+    pos = (logit + 16.0) * _SIG_SCALE
+    if pos <= 0.0:
+        p0 = sig[0]
+    elif pos >= _SIG_CELLS:
+        p0 = sig[_SIG_CELLS]
+    else:
+        k = int(pos)
+        p0 = sig[k] + (pos - k) * (sig[k + 1] - sig[k])
+    f = min(max(np.floor(p0 * one_f + 0.5), 1.0), one_f - 1.0)
+    return np.uint64(np.int32(f))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, mode, fr, lane_lo, lane_hi):
+def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, mode, fr, lane_lo, lane_hi):
     n, D, d = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
+    one_f = np.float64(one)
     mask = one - np.uint64(1)
     T = cdelta.shape[0]
     for jj in range(D):
@@ -57,7 +89,7 @@ def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec,
             logit = np.float64(bias[c])
             for k in range(d):
                 logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
-            f0 = freq0(logit, p)
+            f0 = table_freq0(logit, sig, one_f)
             if mode == POP:
                 h = heads[i]
                 bit = (h & mask) >= f0
@@ -136,10 +168,10 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _bern_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, mode, fr, chunks):
+def _bern_par(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, mode, fr, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, gain, bias, prec, mode, fr,
+        _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, mode, fr,
               c * n // chunks, (c + 1) * n // chunks)
 
 
@@ -243,7 +275,7 @@ class Context:
     def _args(self):
         g = (self.geo, self.cdelta, self.ctab, self.ulut)
         if self.likelihood == "bernoulli_context":
-            return (*g, *self.tables)
+            return (self.geo, self.cdelta, self.ctab, _SIG, *self.tables)
         return (*g, self.ldelta, self.tables)
 
     def _prec(self, prec):
