@@ -42,6 +42,7 @@ MAX_AUTO_LANES = 256
 # one compiled call per coder family whatever the shard size; at most GROUP_MAX_IMAGES
 # images per group (memory); the encoder runs ENCODER_CHUNK rows a call.
 MAX_SHARDS = 256
+K_SHARD_LANES = 16
 SHARD_MAX_IMAGES = 1 << 15
 GROUP_MAX_IMAGES = 1 << 15
 ENCODER_CHUNK = 4096
@@ -304,11 +305,17 @@ class Codec:
         ranges: a range decode decodes only the shards that hold the range. Shards are
         small (ceil(lanes / MAX_SHARDS) lanes each) and are coded several at a time in
         lockstep (see :meth:`encode_group`), so small shards do not mean small
-        network batches. The plan depends only on n and the lane setting, never on the
-        number of workers or on how shards are grouped, so output bytes do not either.
+        network batches. With K-step inference a shard holds at least K_SHARD_LANES lanes:
+        the torch optimiser must see exactly one shard's step (its results depend on the
+        batch), so one-lane shards would run it one image at a time. The plan depends only
+        on n and the codec's settings, never on the number of workers or on how shards are
+        grouped, so output bytes do not either.
         """
         lanes = self.choose_lanes(n)
-        g = -(-lanes // -(-lanes // MAX_SHARDS))  # ceil(lanes / MAX_SHARDS) lanes per shard
+        per = -(-lanes // MAX_SHARDS)  # ceil(lanes / MAX_SHARDS) lanes per shard
+        if self.k_steps:
+            per = max(per, min(lanes, K_SHARD_LANES))
+        g = -(-lanes // per)
         g = max(g, -(-n // SHARD_MAX_IMAGES))
         lanes = max(lanes, g)
         lane_split = [lanes // g + (i < lanes % g) for i in range(g)]
