@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from ..errors import BitsbackError
 from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
-from .logistic import MIN_PREC, mix_guess, mix_search, mix_start, params
+from .logistic import MIN_PREC, mix_guess, mix_search, mix_start, mix_weights, params
 from ._exp import fexp
 
 
@@ -34,6 +34,16 @@ def slot(j, geo):
 # order) and code lengths (FREQS): the per-pixel arithmetic exists once, so the encoder and
 # decoder build each CDF from the same float64 operations.
 PUSH, POP, FREQS = 0, 1, 2
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def context_of(pad, i, b, cdelta, ctab):
+    """Context of the pixel at slot b of lane i's padded image: sum_t ctab[t, neighbour t]
+    (ctab[t, v] = bucket(v) * Q**t)."""
+    c = 0
+    for t in range(cdelta.shape[0]):
+        c += ctab[t, pad[i, b + cdelta[t]]]
+    return c
 
 # Bernoulli context: P(x = 0) = sigmoid(-logit) from a table on [-16, 16] with linear
 # interpolation (4096 cells), instead of an exp and a divide per pixel. The table is built
@@ -78,14 +88,11 @@ def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, 
     one = np.uint64(1) << p
     one_f = np.float64(one)
     mask = one - np.uint64(1)
-    T = cdelta.shape[0]
     for jj in range(D):
         j = D - 1 - jj if mode == PUSH else jj
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
-            c = 0
-            for t in range(T):
-                c += ctab[t, pad[i, b + cdelta[t]]]
+            c = context_of(pad, i, b, cdelta, ctab)
             logit = np.float64(bias[c])
             for k in range(d):
                 logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
@@ -114,7 +121,6 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
     M = np.float64(one - np.uint64(256))
     K = mgain.shape[1]
     J = ldelta.shape[0]
-    NT = cdelta.shape[0]
     scratch = np.empty((K, 3))
     u = np.empty(J)
     for jj in range(D):
@@ -122,29 +128,16 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
         b = slot(j, geo)
         for i in range(lane_lo, lane_hi):
             # pixel j's components (weight, mean, 1/scale) into scratch, as mix_prepare
-            c = 0
-            for t in range(NT):
-                c += ctab[t, pad[i, b + cdelta[t]]]
+            c = context_of(pad, i, b, cdelta, ctab)
             for t in range(J):
                 u[t] = ulut[pad[i, b + ldelta[t]]]
             m = np.float64(feats[i, j, 0])
             s = np.float64(feats[i, j, 1])
             g = np.float64(feats[i, j, 2])
-            top = -1e300
             for k in range(K):
-                a = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
-                if a != a:
-                    a = 0.0
-                a = min(max(a, -100.0), 100.0)
-                scratch[k, 0] = a
-                top = max(top, a)
-            tot = 0.0
+                scratch[k, 0] = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
+            mix_weights(scratch, K)
             for k in range(K):
-                e = fexp(scratch[k, 0] - top)
-                scratch[k, 0] = e
-                tot += e
-            for k in range(K):
-                scratch[k, 0] /= tot
                 v = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
                 for t in range(J):
                     v += np.float64(coef[c, k, t]) * u[t]

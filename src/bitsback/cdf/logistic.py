@@ -320,12 +320,12 @@ def _ar_starts_freqs(mean, log_scale, coef, x, prec):
 # ---- mixtures of logistics --------------------------------------------------------------
 
 @njit(cache=True, inline="always", error_model="numpy")
-def mix_prepare(lw, mean, log_scale, i, j, scratch):
-    """Fill scratch[m] = (weight, mean, 1/scale) of component m (softmax of sanitised logits)."""
-    K = lw.shape[2]
+def mix_weights(scratch, K):
+    """scratch[c, 0] holds K raw weight logits: sanitise them (NaN -> 0, clamp to ±100) and
+    replace them by their softmax."""
     top = -1e300
     for c in range(K):
-        a = np.float64(lw[i, j, c])
+        a = scratch[c, 0]
         if a != a:
             a = 0.0
         a = min(max(a, -100.0), 100.0)
@@ -338,6 +338,16 @@ def mix_prepare(lw, mean, log_scale, i, j, scratch):
         tot += e
     for c in range(K):
         scratch[c, 0] /= tot
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def mix_prepare(lw, mean, log_scale, i, j, scratch):
+    """Fill scratch[m] = (weight, mean, 1/scale) of component m (softmax of sanitised logits)."""
+    K = lw.shape[2]
+    for c in range(K):
+        scratch[c, 0] = np.float64(lw[i, j, c])
+    mix_weights(scratch, K)
+    for c in range(K):
         m, inv_s = params(mean[i, j, c], log_scale[i, j, c])
         scratch[c, 1] = m
         scratch[c, 2] = inv_s
