@@ -24,6 +24,9 @@ def test_binarize_matches_paper_convention():
     assert b.dtype == np.uint8 and set(np.unique(b)) <= {0, 1}
     np.testing.assert_array_equal(b, np.round(x / 255.0))
     assert np.all(b[x >= 128] == 1) and np.all(b[x < 128] == 0)
+    every = np.arange(256, dtype=np.uint8)   # the uint8 fast path against the float formula
+    np.testing.assert_array_equal(datasets.binarize(every), np.round(every / 255.0).astype(np.uint8))
+    np.testing.assert_array_equal(datasets.binarize(every.astype(np.float32)), datasets.binarize(every))
 
 
 def test_binarize_stochastic_is_seeded():

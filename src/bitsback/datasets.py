@@ -27,7 +27,10 @@ _MAX_ELEMS = 1 << 34  # refuse headers claiming absurd sizes before allocating
 
 def binarize(x: np.ndarray) -> np.ndarray:
     """Threshold binarisation as in the paper's code: ``np.round(x / 255.)`` as uint8."""
-    return np.round(np.asarray(x) / 255.0).astype(np.uint8)
+    x = np.asarray(x)
+    if x.dtype == np.uint8:  # the same values without a float copy: v / 255 rounds up iff v >= 128
+        return (x >= 128).view(np.uint8)
+    return np.round(x / 255.0).astype(np.uint8)
 
 
 def binarize_stochastic(x: np.ndarray, seed: int = 0) -> np.ndarray:
