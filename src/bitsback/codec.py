@@ -146,7 +146,7 @@ class _Layout:
         self.first = np.array([self.base[s] + j for s, j, _ in lanes], np.int64)   # image of step 0
         self.stride = np.array([shards[s][1] for s, _, _ in lanes], np.int64)
         self.of = np.array([s for s, _, _ in lanes], np.int64)
-        self._images = None
+        self._images = [self.first[: self.active(t)] + t * self.stride[: self.active(t)] for t in range(self.steps)]
 
     def active(self, t: int) -> int:
         """Rows still coding at step t (a prefix)."""
@@ -154,13 +154,12 @@ class _Layout:
 
     def images(self, t: int) -> np.ndarray:
         """Group image index of each active row at step t."""
-        if self._images is None:
-            self._images = [self.first[: self.active(u)] + u * self.stride[: self.active(u)] for u in range(self.steps)]
         return self._images[t]
 
-    def rows_of(self, s: int) -> list:
-        """Rows of shard s, in its lane order."""
-        return [r for r, (g, _) in enumerate(self.lanes) if g == s]
+    def rows_of(self, s: int) -> np.ndarray:
+        """Rows of shard s, in its lane order (the sort is stable and a shard's earlier
+        lanes hold at least as many images)."""
+        return np.flatnonzero(self.of == s)
 
     def active_rows(self, t: int):
         """(shard, its active rows in lane order) for every shard coding at step t."""

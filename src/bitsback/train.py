@@ -532,9 +532,10 @@ def cmd_recipe(args):
     zoo_out = Path(args.zoo) / args.name
     cmdline = ("bitsback train recipe " + args.name + " --work " + str(args.work) + " --data $BITSBACK_MNIST/"
                + Path(args.data).name)
-    stages = [f"bitsback train vae --out {vae_dir} {' '.join(r['vae'])} --resume"] + [
-        f"bitsback train vae --out {vae_dir} {' '.join(r['vae'] + r['finetune'])} --resume"
-        for _ in [0] if r.get("finetune")] + [
+    stages = [f"bitsback train vae --out {vae_dir} {' '.join(r['vae'])} --resume"]
+    if r.get("finetune"):
+        stages.append(f"bitsback train vae --out {vae_dir} {' '.join(r['vae'] + r['finetune'])} --resume")
+    stages += [
         f"bitsback train encoder --init {vae_dir}/best.pt --out {W}/{pre}-rha-s{s} {' '.join(r['encoder'])} --seed {s} --resume"
         for s in r["seeds"]]
     exports = {"baseline": W / f"{pre}-baseline-export"}

@@ -9,10 +9,12 @@ float32 inputs, so both sides build identical CDFs.
 Invariant kept here: context offsets are causal (checked by :class:`Context`), so the
 decoder never reads a pixel it has not decoded yet.
 """
+import functools
+
 import numpy as np
 from numba import njit, prange
 
-from ..errors import BitsbackError
+from ..errors import BitsbackError, FormatError
 from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
 from .logistic import MIN_PREC, mix_guess, mix_search, mix_start, mix_weights, params
 from ._exp import fexp
@@ -45,6 +47,7 @@ def context_of(pad, i, b, cdelta, ctab):
         c += ctab[t, pad[i, b + cdelta[t]]]
     return c
 
+
 # Bernoulli context: P(x = 0) = sigmoid(-logit) from a table on [-16, 16] with linear
 # interpolation (4096 cells), instead of an exp and a divide per pixel. The table is built
 # with fexp (libm-free, so identical on every machine); interpolation error <= 1e-6 in
@@ -61,7 +64,11 @@ def _sigmoid_table():
     return t
 
 
-_SIG = _sigmoid_table()
+@functools.cache
+def sigmoid_table():
+    """The table, built once on first use (not at import: loading the compiled builder
+    costs ~0.15 s)."""
+    return _sigmoid_table()
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -189,11 +196,17 @@ def n_features(likelihood: str, spec: dict) -> int:
     return int(spec.get("features", 1)) if likelihood == "bernoulli_context" else 3
 
 
-def _offsets(spec, key):
+def n_contexts(spec: dict) -> int:
+    """Q ** len(ctx_offsets), Q = len(thresholds) + 1: the rows of every context table."""
+    return (len(spec["thresholds"]) + 1) ** len(spec["ctx_offsets"])
+
+
+def causal_offsets(spec: dict, key: str) -> np.ndarray:
+    """spec[key] as int64 (J, 2), checked to lie before the pixel in raster order."""
     offs = np.asarray(spec.get(key, []), np.int64).reshape(-1, 2)
     for dy, dx in offs:
         if not (dy < 0 or (dy == 0 and dx < 0)):
-            raise BitsbackError(f"context {key}: ({dy}, {dx}) is not a causal neighbour")
+            raise FormatError(f"context {key}: ({dy}, {dx}) is not a causal neighbour")
     return offs
 
 
@@ -208,7 +221,7 @@ class Context:
             raise BitsbackError(f"not a context likelihood: {likelihood!r}")
         self.likelihood = likelihood
         H, W = (int(s) for s in spec["shape"])
-        offs, self.lin = _offsets(spec, "ctx_offsets"), _offsets(spec, "lin_offsets")
+        offs, self.lin = causal_offsets(spec, "ctx_offsets"), causal_offsets(spec, "lin_offsets")
         allo = np.concatenate([offs, self.lin])
         R, P = int(-allo[:, 0].min()), int(np.abs(allo[:, 1]).max())
         self.H, self.D, Wp = H, H * W, W + 2 * P
@@ -218,13 +231,12 @@ class Context:
         thr = np.asarray(spec["thresholds"], np.int64).reshape(-1)
         if thr.size > 8:
             raise BitsbackError("context: at most 8 thresholds")
-        Q = thr.size + 1
-        if Q ** len(offs) > 1 << 24:
+        Q, C = thr.size + 1, n_contexts(spec)
+        if C > 1 << 24:
             raise BitsbackError(f"context: {Q}**{len(offs)} contexts is too many")
         bucket = (np.arange(256)[:, None] >= thr[None, :]).sum(1)
         self.ctab = np.ascontiguousarray((Q ** np.arange(len(offs)))[:, None] * bucket[None, :], np.int32)
         self.ulut = np.arange(256) / 127.5 - 1.0     # u = n / 127.5 - 1, the linear neighbour input
-        C = Q ** len(offs)
         self.tables = tuple(np.ascontiguousarray(tables[name], np.float32) for name in TABLES[likelihood])
         for name, t in zip(TABLES[likelihood], self.tables):
             if t.shape[0] != C or not np.isfinite(t).all():
@@ -268,7 +280,7 @@ class Context:
     def _args(self):
         g = (self.geo, self.cdelta, self.ctab, self.ulut)
         if self.likelihood == "bernoulli_context":
-            return (self.geo, self.cdelta, self.ctab, _SIG, *self.tables)
+            return (self.geo, self.cdelta, self.ctab, sigmoid_table(), *self.tables)
         return (*g, self.ldelta, self.tables)
 
     def _prec(self, prec):

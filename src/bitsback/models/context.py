@@ -28,14 +28,12 @@ raw values of the lin_offsets neighbours:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..cdf.context import TABLES, n_features
+from ..cdf.context import TABLES, causal_offsets, n_contexts, n_features
 from .likelihoods import LOG_SCALE_MAX, LOG_SCALE_MIN, discretized_logistic_logprob_elementwise
 
 # Twelve causal neighbours, nearest first: W, N, NW, NE, WW, NN, NWW, NNW, NNE, NEE, WWW, NNN.
@@ -47,19 +45,17 @@ DEFAULT_SPECS = {
     "logistic_context": {"ctx_offsets": NEIGHBOURS[:5], "thresholds": (1, 128, 252),
                          "lin_offsets": NEIGHBOURS[:6], "mixture": 3},
 }
+
+
 def make_spec(likelihood: str, shape, **over) -> dict:
+    """The default spec of a context likelihood for images of ``shape``, with overrides
+    (FormatError, a ValueError, for a non-causal neighbour)."""
     spec = {k: [list(o) for o in v] if k.endswith("offsets") else (list(v) if isinstance(v, tuple) else v)
             for k, v in {**DEFAULT_SPECS[likelihood], **over}.items()}
     spec["shape"] = [int(s) for s in shape]
     for key in ("ctx_offsets", "lin_offsets"):
-        for dy, dx in spec.get(key, []):
-            if not (dy < 0 or (dy == 0 and dx < 0)):
-                raise ValueError(f"{key}: ({dy}, {dx}) is not causal in raster order")
+        causal_offsets(spec, key)
     return spec
-
-
-def n_contexts(spec: dict) -> int:
-    return (len(spec["thresholds"]) + 1) ** len(spec["ctx_offsets"])
 
 
 def _shifted(img: torch.Tensor, offsets, pad: int) -> torch.Tensor:
