@@ -6,11 +6,11 @@ takes one seed, applies one or more mutations and decodes the result in a worker
 * bit flips and byte edits (raw, and re-sealed with a fresh checksum so they reach the parser
   and the decoder instead of stopping at the sha256),
 * truncation and extension (raw, and re-sealed with a fixed-up payload length),
-* header JSON edits re-sealed (written as container version 1, plain JSON, or version 2,
-  zlib; plus zlib garbage and zlib bombs): every field set to hostile values (huge, negative, zero,
-  wrong type, NaN, deep nesting), fields deleted, unknown fields added, raw JSON garbage,
+* header JSON edits re-sealed (in the current version, zlib; raw garbage also as version 1,
+  plain JSON; plus zlib garbage and zlib bombs): every field set to hostile values (huge,
+  negative, zero, wrong type, NaN, deep nesting), fields deleted, unknown fields added,
 * payload edits re-sealed: lanes swapped, a lane's head or word count edited, words flipped,
-  lanes dropped or duplicated, the lane count edited,
+  lanes dropped or duplicated, a stray frame added,
 * the u32 header length and u64 payload length fields edited,
 * splices of two seeds.
 
@@ -75,11 +75,11 @@ def available_models() -> list[str]:
 def split(blob: bytes):
     """(header JSON bytes, payload) of a well-formed container (no checks beyond framing).
 
-    A version-2 (zlib) header is inflated when it can be, so that mutations edit JSON;
-    ``forge`` writes it back as version 1 (plain JSON) unless told otherwise."""
+    A zlib header (version >= 2) is inflated when it can be, so that mutations edit JSON;
+    ``forge`` writes it back in the current version unless told otherwise."""
     _, version, hlen = _PREFIX.unpack_from(blob)
     head = blob[_PREFIX.size : _PREFIX.size + hlen]
-    if version == 2:
+    if version >= 2:
         try:
             head = zlib.decompress(head)
         except zlib.error:
@@ -93,12 +93,16 @@ def seal(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def forge(head: bytes, payload: bytes, version: int = 1, hlen: int | None = None, plen: int | None = None,
-          deflate: bool = False) -> bytes:
+def forge(head: bytes, payload: bytes, version: int | None = None, hlen: int | None = None, plen: int | None = None,
+          deflate: bool | None = None) -> bytes:
     """``body + sha256(body)`` around any header bytes and payload (lengths overridable);
-    ``deflate`` zlib-compresses the header bytes first (as container version 2 stores them)."""
-    from bitsback.container import MAGIC
+    the current container version by default. ``deflate`` zlib-compresses the header bytes
+    first (as versions >= 2 store them; the default for those versions)."""
+    from bitsback.container import MAGIC, VERSION
 
+    version = VERSION if version is None else version
+    if deflate is None:
+        deflate = version >= 2
     if deflate:
         head = zlib.compress(head)
     body = (_PREFIX.pack(MAGIC, version, len(head) if hlen is None else hlen) + head
@@ -107,21 +111,21 @@ def forge(head: bytes, payload: bytes, version: int = 1, hlen: int | None = None
 
 
 def split_lanes(payload: bytes):
-    """Serialised messages -> (lanes_claimed, [(head, words_bytes)], trailing) or None."""
-    if len(payload) < 8 or payload[:4] != b"BBR1":
-        return None
-    (count,) = struct.unpack_from("<I", payload, 4)
-    pos, lanes = 8, []
+    """A container's payload (version 3: every shard's lane records back to back, no
+    frame) -> (lanes, [(head, words_bytes)], trailing) or None."""
+    pos, lanes, count = 0, [], len(payload)
     while pos + 12 <= len(payload) and len(lanes) < count:
         head, nw = struct.unpack_from("<QI", payload, pos)
         words = payload[pos + 12 : pos + 12 + 4 * nw]
         lanes.append((head, words))
         pos += 12 + 4 * nw
-    return count, lanes, payload[pos:]
+    return (len(lanes), lanes, payload[pos:]) if lanes else None
 
 
 def join_lanes(lanes, count=None) -> bytes:
-    out = [b"BBR1", struct.pack("<I", len(lanes) if count is None else count)]
+    """Lane records back to back (a version-3 payload); with ``count``, framed as the
+    messages' wire format (b"BBR1", u32 count) instead."""
+    out = [] if count is None else [b"BBR1", struct.pack("<I", count)]
     for head, words in lanes:
         out.append(struct.pack("<QI", head & (2**64 - 1), len(words) // 4))
         out.append(words)
@@ -233,17 +237,17 @@ def m_header_field(blob, r, seeds):
         text = json.dumps(h, sort_keys=r.int(0, 1) == 1).encode()
     except ValueError:
         text = head
-    return forge(text, payload, version=2, deflate=True) if r.int(0, 1) else forge(text, payload)
+    return forge(text, payload)
 
 
 def m_header_raw(blob, r, seeds):
     head, payload = split(blob)
     k = r.int(0, 5)
     if k == 4:    # version 2 with damaged zlib data
-        return forge(_flip_bits(zlib.compress(head), r), payload, version=2)
+        return forge(_flip_bits(zlib.compress(head), r), payload, deflate=False)
     if k == 5:    # version 2 zlib bomb / oversized or truncated stream
         bomb = zlib.compress(b" " * r.choice((2**20, 2**20 + 1, 2**24)), 9)
-        return forge(r.choice((bomb, bomb[: len(bomb) // 2], zlib.compress(head) + b"x")), payload, version=2)
+        return forge(r.choice((bomb, bomb[: len(bomb) // 2], zlib.compress(head) + b"x")), payload, deflate=False)
     if k == 0:
         head = _flip_bits(head, r)
     elif k == 1:
@@ -253,7 +257,7 @@ def m_header_raw(blob, r, seeds):
         head = b"[" * depth + b"]" * depth
     else:
         head = r.choice((b"", b"null", b"[]", b"1", b'"x"', b"\xff\xfe", b"{" * 10, b'{"n": 1e999}', b"NaN"))
-    return forge(head, payload)
+    return forge(head, payload, version=r.choice((1, None)))
 
 
 def m_lengths(blob, r, seeds):
@@ -267,7 +271,7 @@ def m_lengths(blob, r, seeds):
 
 def m_version(blob, r, seeds):
     head, payload = split(blob)
-    return forge(head, payload, version=r.choice((0, 3, 255, 65535)))
+    return forge(head, payload, version=r.choice((0, 4, 255, 65535)))
 
 
 def m_lanes(blob, r, seeds):
@@ -293,10 +297,10 @@ def m_lanes(blob, r, seeds):
     if k == 2:                                          # lie about a word count
         i = r.int(0, len(lanes) - 1)
         payload = bytearray(join_lanes(lanes) + tail)
-        pos = 8 + sum(12 + len(w) for _, w in lanes[:i]) + 8
+        pos = sum(12 + len(w) for _, w in lanes[:i]) + 8
         struct.pack_into("<I", payload, pos, r.choice((0, 1, 2**31, 2**32 - 1, len(lanes[i][1]) // 4 + r.choice((-1, 1)))))
         return forge(head, bytes(payload))
-    if k == 3:                                          # lie about the lane count
+    if k == 3:                                          # a frame where none belongs
         return forge(head, join_lanes(lanes, r.choice((0, 1, 2, len(lanes) + 1, 2**16, 2**20, 2**32 - 1))) + tail)
     if k == 4 and len(lanes) > 1:                       # drop a lane
         del lanes[r.int(0, len(lanes) - 1)]

@@ -211,3 +211,44 @@ def test_plan_makes_small_shards(codecs):
     plan = codec.plan(60_000)
     assert max(c for c, _ in plan) <= 60_000 / 25 and len(plan) >= 25
     assert sum(sl for _, sl in plan) == codec.choose_lanes(60_000)
+
+
+# ------------------------------------------------------------------- inactive latent dims
+@pytest.mark.parametrize("model", ["mnist-binary", "mnist-grey"])
+def test_version_2_files_still_decode_exactly(codecs, model):
+    """Real files written by the last version-2 build (framed shard payloads, 128-bit
+    shard digests, every latent dim coded) decode to the images they were made from."""
+    fixtures = Path(__file__).parent / "fixtures"
+    x = datasets.load(fixtures / "mnist-t10k-first64-idx3-ubyte.gz")
+    if "binary" in model:
+        x = datasets.binarize(x)
+    blob = (fixtures / f"v2-{model}-first64-lanes7.bba").read_bytes()
+    assert container.unpack(blob)[0]["version"] == 2
+    assert np.array_equal(codecs[model].decompress(blob), x)
+
+
+def test_inactive_dims_are_recorded_and_shrink_lanes(codecs, images):
+    """The bundled model's collapsed dims are left out; the file records them, a codec set
+    otherwise decodes by the file's, and leaving them out saves initial bits per lane."""
+    x = images["mnist-binary"][:64]
+    codec = codecs["mnist-binary"]
+    dims = codec.inactive_dims
+    assert 0 < len(dims) < codec.model.latent
+    fewer = codec.compress(x)
+    assert container.unpack(fewer)[0]["inactive_dims"] == list(dims)
+    other = bitsback.load("mnist-binary", device="cpu", lanes=16)
+    other.inactive_dims = []
+    every = other.compress(x)
+    assert container.unpack(every)[0]["inactive_dims"] == []
+    assert np.array_equal(codec.decompress(every), x)       # by the file's setting
+    assert np.array_equal(other.decompress(fewer), x)
+    other.inactive_dims = dims
+    assert len(other.compress(x)) < len(every)              # 16 lanes, each without initial bits for the collapsed dims
+
+
+@pytest.mark.parametrize("bad", [[32], [-1], [1, 1], [1.0], [True], "1", {"a": 1}])
+def test_hostile_inactive_dims_are_format_errors(codecs, images, bad):
+    header, payload = container.unpack(codecs["mnist-binary"].compress(images["mnist-binary"][:3]))
+    header["inactive_dims"] = bad
+    with pytest.raises(FormatError):
+        codecs["mnist-binary"].decompress(container.pack(header, bytes(payload)))

@@ -8,7 +8,8 @@ import pytest
 from bitsback import container
 from bitsback.errors import FormatError, LimitError
 
-SH = "a" * 32
+SH = "a" * 16      # a shard digest: 64 bits in version 3
+SH_V2 = "a" * 32   # 128 bits in versions 1 and 2
 
 
 def header(**over):
@@ -33,12 +34,12 @@ def header(**over):
     return h
 
 
-def forge(h, payload=b"abc", raw_header=None, version=1):
+def forge(h, payload=b"abc", raw_header=None, version=container.VERSION):
     """A container with a valid checksum around an arbitrary (possibly hostile) header.
-    Version 1 stores the header bytes as they are (plain JSON), version 2 as given too
-    (the caller compresses: hostile zlib streams are the point)."""
+    Version 1 stores the header bytes as they are (plain JSON), later versions zlib them;
+    a raw_header is stored as given (hostile zlib streams are the point)."""
     head = raw_header if raw_header is not None else json.dumps(h).encode()
-    if version == 2 and raw_header is None:
+    if version >= 2 and raw_header is None:
         head = zlib.compress(head)
     body = struct.pack("<6sHI", container.MAGIC, version, len(head)) + head + struct.pack("<Q", len(payload)) + payload
     return body + hashlib.sha256(body).digest()
@@ -48,7 +49,7 @@ def test_round_trip():
     h0 = header(shards=[[4, 1, 5, SH], [6, 1, 8, SH]])
     blob = container.pack(h0, b"payload-bytes")
     h, p = container.unpack(blob)
-    assert h == h0 and bytes(p) == b"payload-bytes"
+    assert h == {**h0, "version": container.VERSION} and bytes(p) == b"payload-bytes"
 
 
 def test_every_truncation_and_bit_flip_is_rejected():
@@ -115,9 +116,9 @@ def test_missing_field_and_bad_json():
     with pytest.raises(FormatError, match="data_sha256"):
         container.unpack(forge(h))
     with pytest.raises(FormatError, match="JSON"):
-        container.unpack(forge(None, raw_header=b"{not json"))
+        container.unpack(forge(None, raw_header=b"{not json", version=1))
     with pytest.raises(FormatError):
-        container.unpack(forge(None, raw_header=b"[1, 2]"))
+        container.unpack(forge(None, raw_header=b"[1, 2]", version=1))
 
 
 def test_header_length_limit_checked_before_reading():
@@ -134,17 +135,23 @@ def test_wrong_version():
 
 
 def test_version_1_plain_json_headers_are_still_read():
-    h0 = header(shards=[[4, 1, 1, SH], [6, 1, 2, SH]])
+    h0 = header(shards=[[4, 1, 1, SH_V2], [6, 1, 2, SH_V2]])
     h, p = container.unpack(forge(h0, b"abc", version=1))
-    assert h == h0 and bytes(p) == b"abc"
+    assert h == {**h0, "version": 1} and bytes(p) == b"abc"
     h, p = container.unpack(forge(h0, b"abc", version=2))
-    assert h == h0
+    assert h == {**h0, "version": 2}
+
+
+@pytest.mark.parametrize("version,digest", [(1, SH), (3, SH_V2), (3, "A" * 16), (3, "g" * 16)])
+def test_shard_digests_have_their_version_s_length(version, digest):
+    with pytest.raises(FormatError, match="shard"):
+        container.unpack(forge(header(shards=[[10, 2, 3, digest]]), version=version))
 
 
 def test_new_files_have_a_compressed_header():
     h0 = header(shards=[[1, 1, 0, SH]] * 10)
     blob = container.pack(h0, b"")
-    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 2
+    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 3
     assert struct.unpack_from("<I", blob, 8)[0] < len(json.dumps(h0))
 
 

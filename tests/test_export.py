@@ -111,3 +111,20 @@ def test_zoo_registry_is_torch_free_and_lists_models():
         assert zoo.verify(name)
     with pytest.raises(zoo.UnknownModelError):
         zoo.model_dir("no-such-model")
+
+
+def test_mark_inactive_finds_the_shipped_collapsed_dims(tmp_path):
+    """On 64 test images, the collapsed latent dims of the bundled binary model are the
+    ones its manifest records (found on 10 000 training images), and they are written to
+    the manifest the codec reads."""
+    import shutil
+
+    from bitsback.export import mark_inactive
+
+    src = Path(zoo.model_dir("mnist-binary"))
+    shutil.copytree(src, tmp_path / "m")
+    shipped = json.loads((src / "manifest.json").read_text())["inactive_dims"]
+    x = datasets.binarize(datasets.load(FIX)).reshape(64, -1).astype(np.float32)
+    assert mark_inactive(tmp_path / "m", x) == shipped
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["inactive_dims"] == shipped
+    assert mark_inactive(tmp_path / "m", x, kl_bits=-1.0) == []

@@ -56,12 +56,10 @@ import numpy as np
 
 from . import cdf, container, datasets
 from ._rans import Messages
-from .codec import Codec, _shard_seed
+from .codec import LANE_HEAD_BITS, Codec, _shard_bytes, _shard_messages, _shard_seed
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "t10k-images-idx3-ubyte.gz"
 PERCENTILES = (50, 90, 99)
-RANS_HEADER_BYTES = 8  # per serialised Messages: b"BBR1" + u32 lanes (docs/CODER.md)
-LANE_HEAD_BITS = 96  # per lane: u64 head + u32 word count
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -142,7 +140,7 @@ def find_baseline_encoder(model_dir: Path, manifest: dict) -> Path | None:
 
 def _with_encoder(codec: Codec, k_steps: int, encoder=None) -> Codec:
     """A replica of ``codec`` sharing its sessions, with another K (and optionally encoder)."""
-    rep = codec._replica(k_steps, codec.lr, codec.seed)
+    rep = codec._replica(k_steps, codec.lr, codec.seed, codec.inactive_dims)
     if encoder is not None:
         rep.encoder = encoder
     return rep
@@ -162,12 +160,12 @@ def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=
         t0 = clock()
         xs = x[t * lanes : (t + 1) * lanes]
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        z = cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits)
+        z = codec.pop_latent(msgs, mu, sigma, prec["posterior"], bits)
         out = codec.decoder(z=centres[z])
         codec._push_x(msgs, out, xs, prec["likelihood"])
-        cdf.latent.push_prior(msgs, z, bits)
+        codec.push_latent(msgs, z, bits)
         times.append(clock() - t0)
-    return msgs.to_bytes(), msgs, times
+    return _shard_bytes(msgs), msgs, times
 
 
 def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 0):
@@ -175,7 +173,7 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
     (images (n, dim), seconds in image order)."""
     m, prec = codec.model, codec.model.precision
     bits = prec["latent_bits"]
-    msgs = Messages.from_bytes(payload, _shard_seed(codec.seed, shard))
+    msgs = _shard_messages(payload, lanes, _shard_seed(codec.seed, shard), framed=False)
     centres = codec._centres(bits)
     x = np.empty((n, m.dim), np.uint8)
     steps = -(-n // lanes)
@@ -184,11 +182,11 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
     for t in reversed(range(steps)):
         t0 = clock()
         lo, hi = t * lanes, min(n, (t + 1) * lanes)
-        z = cdf.latent.pop_prior(msgs, hi - lo, m.latent, bits)
+        z = codec.pop_latent_prior(msgs, hi - lo, bits)
         out = codec.decoder(z=centres[z])
         xs = codec._pop_x(msgs, out, prec["likelihood"])
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        cdf.latent.push_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
+        codec.push_latent_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
         x[lo:hi] = xs
         times[t] = clock() - t0
     if not msgs.is_initial():
@@ -333,7 +331,6 @@ def measure_rate(codec: Codec, x: np.ndarray, blob: bytes, seed: int) -> dict:
     lane_bits = initial = 0
     offset = 0
     start = 0
-    rans_headers = 0
     for g, shard in enumerate(header["shards"]):
         count, lanes, nbytes = shard[:3]  # [images, lanes, payload bytes, ...]
         data, msgs, _ = encode_steps(codec, flat[start : start + count], lanes, g)
@@ -341,11 +338,10 @@ def measure_rate(codec: Codec, x: np.ndarray, blob: bytes, seed: int) -> dict:
             raise RuntimeError("instrumented encoder disagrees with Codec.compress")
         lane_bits += LANE_HEAD_BITS * lanes
         initial += 32 * int(msgs.words_drawn().sum())
-        rans_headers += RANS_HEADER_BYTES
         offset += nbytes
         start += count
     file_bits = 8 * len(blob)
-    container_bits = 8 * (len(blob) - len(payload) + rans_headers)
+    container_bits = 8 * (len(blob) - len(payload))
     content = file_bits - container_bits - lane_bits - initial
     r = model_rate(codec, x, seed)
     manifest_bpd = (m.manifest.get("metrics") or {}).get("test_elbo_bpd")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +35,12 @@ from .runtime import Network, describe
 LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "bernoulli_context", "logistic_context")
 DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # Target share of the file spent on per-lane overhead when the lane count is chosen from N.
+# A lane costs its final head and word count (LANE_HEAD_BITS), its shard's header entry
+# (about SHARD_ENTRY_BITS compressed) and the initial bits its first image borrows to pop
+# its active latent dims (at most latent_bits each; inactive dims cost nothing).
 LANE_OVERHEAD_SHARE = 0.0035
+LANE_HEAD_BITS = 96
+SHARD_ENTRY_BITS = 120
 MAX_AUTO_LANES = 256
 # Shards are the unit of range decoding: ceil(lanes / MAX_SHARDS) lanes each (one lane
 # each up to MAX_SHARDS lanes), and no shard above SHARD_MAX_IMAGES images. They are coded
@@ -118,9 +124,25 @@ class _Exhausted(CorruptMessageError):
     whose network floats differ from the encoder's (then reported as IntegrityError)."""
 
 
-def _digest(images: np.ndarray) -> str:
-    """128-bit hex digest of a shard's images (the file also holds the full sha256 of all)."""
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:32]
+def _digest(images: np.ndarray, chars: int = 16) -> str:
+    """Hex digest of a shard's images: 64 bits (128 in files before version 3); the file
+    also holds the full sha256 of all images."""
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:chars]
+
+
+# A shard's payload is its messages' wire format (bitsback._rans) without the 8-byte
+# frame (magic and lane count, both known from the header); files before version 3 keep it.
+_FRAME = 8
+
+
+def _shard_bytes(msgs: Messages) -> bytes:
+    return msgs.to_bytes()[_FRAME:]
+
+
+def _shard_messages(payload: bytes, lanes: int, seed: int, framed: bool) -> Messages:
+    if not framed:
+        payload = b"BBR1" + struct.pack("<I", lanes) + payload
+    return Messages.from_bytes(payload, seed)
 
 
 class _Layout:
@@ -166,6 +188,17 @@ class _Layout:
         k = self.active(t)
         for s in np.unique(self.of[:k]):
             yield int(s), np.flatnonzero(self.of[:k] == s)
+
+
+def _inactive_dims(dims, latent: int) -> tuple:
+    """Sorted distinct latent dims, each in [0, latent); FormatError otherwise."""
+    dims = list(dims) if isinstance(dims, (list, tuple)) else None
+    if dims is None or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise FormatError("inactive latent dims must be a list of integers")
+    out = tuple(sorted(set(dims)))
+    if out and not (0 <= out[0] and out[-1] < latent) or len(out) != len(dims):
+        raise FormatError(f"inactive latent dims must be distinct integers in [0, {latent}); got {list(dims)!r}")
+    return out
 
 
 def _shard_seed(seed: int, shard: int) -> int:
@@ -223,6 +256,8 @@ class Codec:
         self.workers = workers
         self.encoder = Network(self.model.dir / "encoder.onnx", device, threads)
         self.decoder = Network(self.model.dir / "decoder.onnx", device, threads)
+        self.inactive_dims = self.model.manifest.get("inactive_dims", [])
+        self._framed = False  # shard payloads with the messages' frame (files before version 3)
         self.centres = {}
         self._optimiser = None
         self._lock = threading.Lock()
@@ -234,7 +269,8 @@ class Codec:
             return max(1, min(int(self.lanes), n))
         m = self.model
         bits_per_image = m.expected_bits_per_dim * m.dim
-        per_lane = 96 + m.latent * m.precision["latent_bits"]  # head + initial bits, roughly
+        active = m.latent - len(self.inactive_dims)
+        per_lane = LANE_HEAD_BITS + SHARD_ENTRY_BITS + active * m.precision["latent_bits"]
         lanes = math.floor(n * bits_per_image * LANE_OVERHEAD_SHARE / per_lane)
         return max(1, min(lanes, MAX_AUTO_LANES, n))
 
@@ -243,6 +279,57 @@ class Codec:
         if c is None:
             c = self.centres[bits] = cdf.latent.centres(bits).astype(np.float32)
         return c
+
+    # The four latent operations of a step. Latent dims in inactive_dims are never coded:
+    # they hold the prior's median bucket in every image, known to both sides. A collapsed
+    # dim (posterior = prior whatever the image) tells the decoder nothing and nets zero
+    # bits per image, but its pop still needs latent_bits on the stack, so each lane's
+    # first image would borrow them as initial bits: leaving it out saves that per lane.
+    def pop_latent(self, msgs, mu, sigma, prec, bits) -> np.ndarray:
+        """Encode side: a step's z, popped from the posterior (bits back)."""
+        free = self._free
+        if free is None:
+            return cdf.latent.pop_posterior(msgs, mu, sigma, prec, bits)
+        z = np.full(mu.shape, 1 << (bits - 1), np.int64)
+        if free.size:
+            z[:, free] = cdf.latent.pop_posterior(msgs, mu[:, free], sigma[:, free], prec, bits)
+        return z
+
+    def push_latent(self, msgs, z, bits) -> None:
+        """Encode side: a step's z, pushed under the prior."""
+        zs = z if self._free is None else z[:, self._free]
+        if zs.size:
+            cdf.latent.push_prior(msgs, zs, bits)
+
+    def pop_latent_prior(self, msgs, n, bits) -> np.ndarray:
+        """Decode side: a step's z, popped under the prior."""
+        free = self._free
+        if free is None:
+            return cdf.latent.pop_prior(msgs, n, self.model.latent, bits)
+        z = np.full((n, self.model.latent), 1 << (bits - 1), np.int64)
+        if free.size:
+            z[:, free] = cdf.latent.pop_prior(msgs, n, free.size, bits)
+        return z
+
+    def push_latent_posterior(self, msgs, mu, sigma, z, prec, bits) -> None:
+        """Decode side: a step's z, pushed back under the posterior (returns the bits)."""
+        free = self._free
+        if free is None:
+            cdf.latent.push_posterior(msgs, mu, sigma, z, prec, bits)
+        elif free.size:
+            cdf.latent.push_posterior(msgs, mu[:, free], sigma[:, free], z[:, free], prec, bits)
+
+    @property
+    def inactive_dims(self) -> tuple:
+        """Latent dims the coder leaves out (the model's manifest ``inactive_dims``; a
+        file records its own)."""
+        return self._inactive
+
+    @inactive_dims.setter
+    def inactive_dims(self, dims) -> None:
+        self._inactive = _inactive_dims(dims, self.model.latent)
+        active = np.setdiff1d(np.arange(self.model.latent), self._inactive).astype(np.intp)
+        self._free = active if self._inactive else None
 
     def _posterior(self, x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         """One shard's step: encoder on its rows, then the K steps (what encode_group does)."""
@@ -388,12 +475,12 @@ class Codec:
             xs, mu, sigma = x_all[idx], mu_all[idx], sigma_all[idx]
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            z = cdf.latent.pop_posterior(group, mu, sigma, prec["posterior"], bits)
+            z = self.pop_latent(group, mu, sigma, prec["posterior"], bits)
             self._push_x(group, self.decoder(z=centres[z]), xs, prec["likelihood"])
-            cdf.latent.push_prior(group, z, bits)
+            self.push_latent(group, z, bits)
             if progress:
                 progress(len(idx))
-        return [Messages.gather([(group, r) for r in lay.rows_of(s)]).to_bytes() for s in range(len(parts))]
+        return [_shard_bytes(Messages.gather([(group, r) for r in lay.rows_of(s)])) for s in range(len(parts))]
 
     def _refine_step(self, lay, t, xs, mu, sigma):
         """K Adam steps, one shard's rows of step t at a time (as when coded alone)."""
@@ -415,7 +502,7 @@ class Codec:
         own = []
         for payload, n, lanes, shard, digest, first in parts:
             try:
-                msgs = Messages.from_bytes(payload, _shard_seed(self.seed, shard))
+                msgs = _shard_messages(payload, lanes, _shard_seed(self.seed, shard), self._framed)
             except CorruptMessageError:
                 raise
             except (ValueError, MemoryError) as e:
@@ -428,7 +515,7 @@ class Codec:
         x_all = np.empty((lay.total, m.dim), np.uint8)
         for t in reversed(range(lay.steps)):
             idx = lay.images(t)
-            z = cdf.latent.pop_prior(group, len(idx), m.latent, bits)
+            z = self.pop_latent_prior(group, len(idx), bits)
             xs = self._pop_x(group, self.decoder(z=centres[z]), prec["likelihood"])
             drawn = group.words_drawn()[: len(idx)]
             if drawn.any():
@@ -440,7 +527,7 @@ class Codec:
             mu, sigma = self._encode_rows(xs)
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            cdf.latent.push_posterior(group, mu, sigma, z, prec["posterior"], bits)
+            self.push_latent_posterior(group, mu, sigma, z, prec["posterior"], bits)
             if progress:
                 progress(len(idx))
         initial = group.lanes_initial()
@@ -449,7 +536,7 @@ class Codec:
             if not initial[lay.rows_of(s)].all():
                 raise _Failed(f"shard {shard} did not end in its initial state")
             x = x_all[lay.base[s] : lay.base[s] + n]
-            if _digest(x) != digest:
+            if _digest(x, len(digest)) != digest:
                 raise _Failed(f"shard {shard} (images {first}..{first + n - 1}) does not match its recorded hash")
             out.append(x)
         return out
@@ -537,6 +624,7 @@ class Codec:
             "k_steps": self.k_steps,
             "lr": self.lr,
             "seed": self.seed,
+            "inactive_dims": list(self.inactive_dims),
             "runtime": describe(self.encoder.provider),
             "data_sha256": data_sha256,
         }
@@ -552,8 +640,10 @@ class Codec:
             )
         if tuple(header["shape"]) != m.shape or header["latent"] != m.latent or header["likelihood"] != m.likelihood:
             raise FormatError("header shape/latent/likelihood disagree with the model it names")
-        if (header["k_steps"], float(header["lr"]), header["seed"]) != (self.k_steps, self.lr, self.seed):
-            return self._replica(header["k_steps"], float(header["lr"]), header["seed"])
+        inactive = _inactive_dims(header.get("inactive_dims", []), m.latent)  # absent before version 3
+        framed = header["version"] < 3
+        if (header["k_steps"], float(header["lr"]), header["seed"], inactive, framed) != (self.k_steps, self.lr, self.seed, self.inactive_dims, self._framed):
+            return self._replica(header["k_steps"], float(header["lr"]), header["seed"], inactive, framed)
         return self
 
     def _integrity_error(self, header, what) -> IntegrityError:
@@ -573,11 +663,13 @@ class Codec:
             return self._integrity_error(header, str(e))
         return CorruptMessageError(str(e))
 
-    def _replica(self, k_steps, lr, seed) -> "Codec":
-        """This codec with another K-step setting (as recorded in a file), sharing sessions."""
+    def _replica(self, k_steps, lr, seed, inactive_dims, framed=False) -> "Codec":
+        """This codec with a file's coding settings (K steps, seed, inactive dims), sharing sessions."""
         other = object.__new__(Codec)
         other.__dict__.update(self.__dict__)
         other.k_steps, other.lr, other.seed = k_steps, lr, seed
+        other.inactive_dims = inactive_dims
+        other._framed = framed
         return other
 
     def compress_file(self, src, dst, force=False, binarize=False, progress=None) -> dict:

@@ -29,8 +29,10 @@ from .errors import FormatError, LimitError
 MAGIC = b"BBANS\x00"
 # Version 2 zlib-compresses the JSON header (a file lists one entry per shard, and shards
 # are small so that a range decode is cheap); version 1 (plain JSON) is still read.
-VERSION = 2
-READ_VERSIONS = (1, 2)
+# Version 3 drops each shard payload's 8-byte message frame and halves the shard digests
+# (see codec.py); the reader reports the version as header["version"].
+VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 _PREFIX = struct.Struct("<6sHI")
 _U64 = struct.Struct("<Q")
 _DIGEST = 32
@@ -44,12 +46,13 @@ HEADER_FIELDS = {
     "levels": (int, True),          # symbol alphabet size per pixel
     "n": (int, True),
     "lanes": (int, True),
-    "shards": (list, True),         # [[images, lanes, payload bytes, images sha256/128 hex], ...]
+    "shards": (list, True),         # [[images, lanes, payload bytes, images sha256 prefix: 16 hex (32 before v3)], ...]
     "precision": (dict, True),      # {"likelihood": int, "posterior": int, "latent_bits": int}
     "latent": (int, True),
     "k_steps": (int, True),
     "lr": (float, True),
     "seed": (int, True),
+    "inactive_dims": (list, False), # latent dims the coder leaves out (codec.py); version >= 3
     "runtime": (dict, True),
     "data_sha256": (str, True),
 }
@@ -83,6 +86,7 @@ def pack(header: dict, payload: bytes) -> bytes:
 
 def prefix(header: dict, payload_len: int) -> bytes:
     """Everything before the payload: magic, version, header length, header, payload length."""
+    header = {k: v for k, v in header.items() if k != "version"}  # the prefix holds it
     head = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
     return b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(payload_len)))
 
@@ -135,7 +139,8 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
     pstart = _PREFIX.size + hlen + _U64.size
     if plen != size - _DIGEST - pstart:
         raise FormatError(f"payload length {plen} does not match the file ({size - _DIGEST - pstart} bytes)")
-    check_header(header, limits)
+    check_header(header, limits, version)
+    header["version"] = version
     if sum(s[2] for s in header["shards"]) != plen:
         raise FormatError("shard byte counts do not add up to the payload length")
     decoded = header["n"] * _prod(header["shape"])
@@ -178,7 +183,7 @@ def verify_checksum(f, size: int, chunk: int = 1 << 20) -> None:
         raise FormatError("checksum mismatch: the file is corrupt or truncated")
 
 
-def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
+def check_header(header: object, limits: Limits = DEFAULT_LIMITS, version: int = VERSION) -> None:
     """Validate field presence, types and ranges; raise FormatError / LimitError."""
     if not isinstance(header, dict):
         raise FormatError("header is not a JSON object")
@@ -233,7 +238,8 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS) -> None:
             and len(s) == 4
             and all(isinstance(v, int) and not isinstance(v, bool) for v in s[:3])
             and isinstance(s[3], str)
-            and len(s[3]) == 32
+            and len(s[3]) == (32 if version < 3 else 16)
+            and all(c in "0123456789abcdef" for c in s[3])
         ):
             raise FormatError(f"malformed shard entry {str(s)[:80]}")
         count, sl, nbytes, _ = s

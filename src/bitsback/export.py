@@ -256,6 +256,35 @@ def update_metrics(out_dir, key: str, metrics: dict):
     return m
 
 
+# A latent dim whose posterior equals the prior on the data (mean KL below this, in bits
+# per image) is collapsed: it tells the decoder nothing, and the codec leaves it out.
+INACTIVE_KL_BITS = 0.01
+
+
+def mark_inactive(out_dir, images, kl_bits: float = INACTIVE_KL_BITS) -> list[int]:
+    """Find the collapsed latent dims of an exported model on ``images`` (float32 (N, D)
+    symbol values, as the encoder takes them; use training images) and record them in
+    the manifest as ``inactive_dims``, which :class:`bitsback.Codec` does not code. Runs
+    the exported ONNX encoder, i.e. exactly the posterior the codec sees. Returns them."""
+    from .runtime import Network
+
+    out_dir = Path(out_dir)
+    enc = Network(out_dir / "encoder.onnx", "cpu", 1)
+    x = np.asarray(images, np.float32).reshape(len(images), -1)
+    kl = 0.0
+    for a in range(0, len(x), 4096):
+        o = enc(x=x[a : a + 4096])
+        mu, sigma = o["mu"].astype(np.float64), o["sigma"].astype(np.float64)
+        kl = kl + (0.5 * (mu**2 + sigma**2 - 1) - np.log(sigma)).sum(0)
+    kl = kl / len(x) / np.log(2)
+    dims = [int(d) for d in np.flatnonzero(kl < kl_bits)]
+    m = read_manifest(out_dir)
+    m["inactive_dims"] = dims
+    m["inactive_rule"] = f"mean KL(q||p) < {kl_bits} bits on {len(x)} training images (bitsback.export.mark_inactive)"
+    write_manifest(out_dir, m)
+    return dims
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
@@ -267,6 +296,9 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="float32", choices=["float32", "float16"])
     ap.add_argument("--recipe", action="append", default=[], help="training command to record (repeatable)")
     ap.add_argument("--metrics", default=None, help="JSON file merged into manifest['metrics']")
+    ap.add_argument("--inactive-data", default=None,
+                    help="training images: latent dims collapsed on them are recorded as inactive (not coded)")
+    ap.add_argument("--inactive-limit", type=int, default=10000, help="images of --inactive-data used (default 10000)")
     args = ap.parse_args(argv)
 
     from .train import load_ckpt
@@ -283,6 +315,11 @@ def main(argv=None) -> int:
                      levels=cfg["levels"], latent=cfg["latent"], name=args.name,
                      preprocess=ck.get("meta", {}).get("preprocess", "none"), mixture=cfg.get("mixture", 1),
                      config=cfg, weights=args.weights, training=training, metrics=metrics)
+    if args.inactive_data:
+        from .train import load_images
+
+        x = load_images(args.inactive_data, man["preprocess"], args.inactive_limit).numpy()
+        man["inactive_dims"] = mark_inactive(args.out, x)
     print(json.dumps({"out": args.out, "files": man["files"]}, indent=2))
     return 0
 

@@ -545,7 +545,8 @@ def cmd_recipe(args):
         ck = vae_dir / "best.pt" if tag == "baseline" else W / f"{pre}-{tag}" / "best.pt"
         if out == zoo_out or not (out / "manifest.json").exists():
             argv = ["--ckpt", str(ck), "--out", str(out), "--name", args.name if out == zoo_out else f"{args.name}-{tag}",
-                    "--weights", r["weights"], "--recipe", cmdline, *sum((["--recipe", c] for c in stages), [])]
+                    "--weights", r["weights"], "--inactive-data", str(args.data),
+                    "--recipe", cmdline, *sum((["--recipe", c] for c in stages), [])]
             export_mod.main(argv)
     from .models import load_torch
 

@@ -10,13 +10,14 @@ Invariant kept here: context offsets are causal (checked by :class:`Context`), s
 decoder never reads a pixel it has not decoded yet.
 """
 import functools
+import math
 
 import numpy as np
 from numba import njit, prange
 
 from ..errors import BitsbackError, FormatError
 from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
-from .logistic import MIN_PREC, mix_guess, mix_search, mix_start, mix_weights, params
+from .logistic import MIN_PREC, cdf_at, guess, mix_search, params
 from ._exp import fexp
 
 
@@ -118,6 +119,25 @@ def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, 
                     fr[i, j] = one - f0 if bit else f0
 
 
+# The mixture kernel works in stages per pixel, each a loop over the chunk's lanes
+# (lanes innermost, component arrays [K, lanes]): gather the context tables, softmax the
+# weights, the components' (mean, 1/scale), then the mixture CDF at the two edges of the
+# symbol's bin (push: x; pop: the guess g). The exps of all lanes are then
+# independent and the loops free of data-dependent branches, so they overlap (and
+# vectorise) instead of waiting on one lane's search. Only a pop whose guess misses calls
+# the galloping search. Every number is the same float64 expression, in the same order,
+# as mix_weights / params / mix_start (logistic.py): the stages reorder lanes, never the
+# operations within a lane, so push, pop and the code lengths agree bit for bit.
+@njit(cache=True, inline="always", error_model="numpy")
+def _quantise(F, k, M, one):
+    """mix_start's last step: the start of bin k from the mixture CDF F at k - 1/2."""
+    if k <= 0:
+        return np.uint64(0)
+    if k >= 256:
+        return one
+    return np.uint64(math.floor(min(F, 1.0) * M)) + np.uint64(k)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
     mgain, coef, mbias, lscale, wbias, wgain = T
@@ -128,13 +148,23 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
     M = np.float64(one - np.uint64(256))
     K = mgain.shape[1]
     J = ldelta.shape[0]
-    scratch = np.empty((K, 3))
+    L = lane_hi - lane_lo
+    w = np.empty((K, L))       # weight logits, then weights
+    mu = np.empty((K, L))      # mean argument, then sanitised mean
+    inv_s = np.empty((K, L))   # log-scale argument, then 1/scale
+    top = np.empty(L)
+    tot = np.empty(L)
+    sym = np.empty(L, np.int64)
+    F0 = np.empty(L)
+    F1 = np.empty(L)
     u = np.empty(J)
+    scratch = np.empty((K, 3))
     for jj in range(D):
         j = D - 1 - jj if mode == PUSH else jj
         b = slot(j, geo)
-        for i in range(lane_lo, lane_hi):
-            # pixel j's components (weight, mean, 1/scale) into scratch, as mix_prepare
+        # stage 1: context, table gathers and the linear neighbour term
+        for l in range(L):
+            i = lane_lo + l
             c = context_of(pad, i, b, cdelta, ctab)
             for t in range(J):
                 u[t] = ulut[pad[i, b + ldelta[t]]]
@@ -142,29 +172,73 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
             s = np.float64(feats[i, j, 1])
             g = np.float64(feats[i, j, 2])
             for k in range(K):
-                scratch[k, 0] = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
-            mix_weights(scratch, K)
-            for k in range(K):
+                w[k, l] = np.float64(wbias[c, k]) + np.float64(wgain[c, k]) * g
                 v = np.float64(mgain[c, k]) * m + np.float64(mbias[c, k])
                 for t in range(J):
                     v += np.float64(coef[c, k, t]) * u[t]
-                mu, inv_s = params(127.5 + 127.5 * v, np.float64(lscale[c, k]) + s)
-                scratch[k, 1] = mu
-                scratch[k, 2] = inv_s
+                mu[k, l] = 127.5 + 127.5 * v
+                inv_s[k, l] = np.float64(lscale[c, k]) + s
+        # stage 2: softmax of the sanitised weight logits (mix_weights), params
+        for l in range(L):
+            top[l] = -1e300
+            tot[l] = 0.0
+        for k in range(K):
+            for l in range(L):
+                a = w[k, l]
+                if a != a:
+                    a = 0.0
+                a = min(max(a, -100.0), 100.0)
+                w[k, l] = a
+                top[l] = max(top[l], a)
+        for k in range(K):
+            for l in range(L):
+                e = fexp(w[k, l] - top[l])
+                w[k, l] = e
+                tot[l] += e
+        for k in range(K):
+            for l in range(L):
+                w[k, l] /= tot[l]
+                mu[k, l], inv_s[k, l] = params(mu[k, l], inv_s[k, l])
+        # stage 3: the bin to bracket: the symbol, or the pop's guess (heaviest component)
+        for l in range(L):
+            if mode == POP:
+                best = 0
+                for k in range(1, K):
+                    if w[k, l] > w[best, l]:
+                        best = k
+                sym[l] = guess(heads[lane_lo + l] & mask, mu[best, l], inv_s[best, l], one)
+            else:
+                sym[l] = np.int64(x[lane_lo + l, j])
+        # stage 4: the mixture CDF at both edges of that bin (mix_start's sum, in its order)
+        for l in range(L):
+            F0[l] = 0.0
+            F1[l] = 0.0
+        for k in range(K):
+            for l in range(L):
+                F0[l] += w[k, l] * cdf_at(sym[l] - 0.5, mu[k, l], inv_s[k, l])
+                F1[l] += w[k, l] * cdf_at(sym[l] + 0.5, mu[k, l], inv_s[k, l])
+        # stage 5: code
+        for l in range(L):
+            i = lane_lo + l
+            k = sym[l]
+            lo = _quantise(F0[l], k, M, one)
+            hi = _quantise(F1[l], k + 1, M, one)
             if mode == POP:
                 cf = heads[i] & mask
-                sym, s_lo, f = mix_search(cf, mix_guess(cf, scratch, one), scratch, M, one)
-                x[i, j] = sym
-                pad[i, b] = sym
-                heads[i] = advance_x(heads[i], addr, i, s_lo, f, p, mask)
+                if not (lo <= cf and cf < hi):
+                    for c in range(K):
+                        scratch[c, 0] = w[c, l]
+                        scratch[c, 1] = mu[c, l]
+                        scratch[c, 2] = inv_s[c, l]
+                    k, lo, f = mix_search(cf, k, scratch, M, one)
+                    hi = lo + f
+                x[i, j] = k
+                pad[i, b] = k
+                heads[i] = advance_x(heads[i], addr, i, lo, hi - lo, p, mask)
+            elif mode == PUSH:
+                heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
             else:
-                sym = np.int64(x[i, j])
-                lo = mix_start(sym, scratch, M, one)
-                hi = mix_start(sym + 1, scratch, M, one)
-                if mode == PUSH:
-                    heads[i] = push_x(heads[i], addr, i, lo, hi - lo, p)
-                else:
-                    fr[i, j] = hi - lo
+                fr[i, j] = hi - lo
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
