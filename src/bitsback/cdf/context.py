@@ -10,14 +10,13 @@ Invariant kept here: context offsets are causal (checked by :class:`Context`), s
 decoder never reads a pixel it has not decoded yet.
 """
 import functools
-import math
 
 import numpy as np
 from numba import njit, prange
 
 from ..errors import BitsbackError, FormatError
 from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
-from .logistic import MIN_PREC, cdf_at, guess, mix_search, params
+from .logistic import MIN_PREC, cdf_at, guess, mix_quantise, mix_search, params
 from ._exp import fexp
 
 
@@ -128,16 +127,6 @@ def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, 
 # the galloping search. Every number is the same float64 expression, in the same order,
 # as mix_weights / params / mix_start (logistic.py): the stages reorder lanes, never the
 # operations within a lane, so push, pop and the code lengths agree bit for bit.
-@njit(cache=True, inline="always", error_model="numpy")
-def _quantise(F, k, M, one):
-    """mix_start's last step: the start of bin k from the mixture CDF F at k - 1/2."""
-    if k <= 0:
-        return np.uint64(0)
-    if k >= 256:
-        return one
-    return np.uint64(math.floor(min(F, 1.0) * M)) + np.uint64(k)
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
     mgain, coef, mbias, lscale, wbias, wgain = T
@@ -221,8 +210,8 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
         for l in range(L):
             i = lane_lo + l
             k = sym[l]
-            lo = _quantise(F0[l], k, M, one)
-            hi = _quantise(F1[l], k + 1, M, one)
+            lo = mix_quantise(F0[l], k, M, one)
+            hi = mix_quantise(F1[l], k + 1, M, one)
             if mode == POP:
                 cf = heads[i] & mask
                 if not (lo <= cf and cf < hi):

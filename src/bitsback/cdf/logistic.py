@@ -362,6 +362,16 @@ def mix_start(k, scratch, M, one):
     F = 0.0
     for c in range(scratch.shape[0]):
         F += scratch[c, 0] * cdf_at(k - 0.5, scratch[c, 1], scratch[c, 2])
+    return mix_quantise(F, k, M, one)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def mix_quantise(F, k, M, one):
+    """Start of bin k (0..256) from the mixture CDF F at k - 1/2 (mix_start's last step)."""
+    if k <= 0:
+        return np.uint64(0)
+    if k >= 256:
+        return one
     F = min(F, 1.0)   # softmax weights may sum to 1 + ulp
     return np.uint64(math.floor(F * M)) + np.uint64(k)
 
