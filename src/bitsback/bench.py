@@ -160,10 +160,10 @@ def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=
         t0 = clock()
         xs = x[t * lanes : (t + 1) * lanes]
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        z = codec.pop_latent(msgs, mu, sigma, prec["posterior"], bits)
+        z = codec._pop_latent(msgs, mu, sigma, prec["posterior"], bits)
         out = codec.decoder(z=centres[z])
         codec._push_x(msgs, out, xs, prec["likelihood"])
-        codec.push_latent(msgs, z, bits)
+        codec._push_latent(msgs, z, bits)
         times.append(clock() - t0)
     return _shard_bytes(msgs), msgs, times
 
@@ -182,11 +182,11 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
     for t in reversed(range(steps)):
         t0 = clock()
         lo, hi = t * lanes, min(n, (t + 1) * lanes)
-        z = codec.pop_latent_prior(msgs, hi - lo, bits)
+        z = codec._pop_latent_prior(msgs, hi - lo, bits)
         out = codec.decoder(z=centres[z])
         xs = codec._pop_x(msgs, out, prec["likelihood"])
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        codec.push_latent_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
+        codec._push_latent_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
         x[lo:hi] = xs
         times[t] = clock() - t0
     if not msgs.is_initial():

@@ -6,7 +6,8 @@ prefix of the lanes. Within a lane images are chained, so every image after the 
 gets its posterior bits back. Compression of one step::
 
     mu, sigma = encoder(x)            [K Adam steps on (mu, rho) if k_steps > 0]
-    z  <- pop  q(z|x)                 (bits back; the lane's first pop reads initial bits)
+    z  <- pop  q(z|x)                 (bits back; the lane's first pop reads initial bits;
+                                       the model's inactive (collapsed) dims are not coded)
     push x ~ p(x | centre(z))
     push z ~ uniform over 2^b equal-mass buckets of N(0, 1)
 
@@ -285,39 +286,34 @@ class Codec:
     # dim (posterior = prior whatever the image) tells the decoder nothing and nets zero
     # bits per image, but its pop still needs latent_bits on the stack, so each lane's
     # first image would borrow them as initial bits: leaving it out saves that per lane.
-    def pop_latent(self, msgs, mu, sigma, prec, bits) -> np.ndarray:
+    def _active(self, a: np.ndarray) -> np.ndarray:
+        """The coded (active) columns of a (n, latent) array."""
+        return a if self._free is None else a[:, self._free]
+
+    def _whole(self, zs: np.ndarray, bits: int) -> np.ndarray:
+        """A full (n, latent) z from its active columns; inactive ones at the median bucket."""
+        if self._free is None:
+            return zs
+        z = np.full((len(zs), self.model.latent), 1 << (bits - 1), np.int64)
+        z[:, self._free] = zs
+        return z
+
+    def _pop_latent(self, msgs, mu, sigma, prec, bits) -> np.ndarray:
         """Encode side: a step's z, popped from the posterior (bits back)."""
-        free = self._free
-        if free is None:
-            return cdf.latent.pop_posterior(msgs, mu, sigma, prec, bits)
-        z = np.full(mu.shape, 1 << (bits - 1), np.int64)
-        if free.size:
-            z[:, free] = cdf.latent.pop_posterior(msgs, mu[:, free], sigma[:, free], prec, bits)
-        return z
+        return self._whole(cdf.latent.pop_posterior(msgs, self._active(mu), self._active(sigma), prec, bits), bits)
 
-    def push_latent(self, msgs, z, bits) -> None:
+    def _push_latent(self, msgs, z, bits) -> None:
         """Encode side: a step's z, pushed under the prior."""
-        zs = z if self._free is None else z[:, self._free]
-        if zs.size:
-            cdf.latent.push_prior(msgs, zs, bits)
+        cdf.latent.push_prior(msgs, self._active(z), bits)
 
-    def pop_latent_prior(self, msgs, n, bits) -> np.ndarray:
+    def _pop_latent_prior(self, msgs, n, bits) -> np.ndarray:
         """Decode side: a step's z, popped under the prior."""
-        free = self._free
-        if free is None:
-            return cdf.latent.pop_prior(msgs, n, self.model.latent, bits)
-        z = np.full((n, self.model.latent), 1 << (bits - 1), np.int64)
-        if free.size:
-            z[:, free] = cdf.latent.pop_prior(msgs, n, free.size, bits)
-        return z
+        active = self.model.latent - len(self._inactive)
+        return self._whole(cdf.latent.pop_prior(msgs, n, active, bits), bits)
 
-    def push_latent_posterior(self, msgs, mu, sigma, z, prec, bits) -> None:
+    def _push_latent_posterior(self, msgs, mu, sigma, z, prec, bits) -> None:
         """Decode side: a step's z, pushed back under the posterior (returns the bits)."""
-        free = self._free
-        if free is None:
-            cdf.latent.push_posterior(msgs, mu, sigma, z, prec, bits)
-        elif free.size:
-            cdf.latent.push_posterior(msgs, mu[:, free], sigma[:, free], z[:, free], prec, bits)
+        cdf.latent.push_posterior(msgs, self._active(mu), self._active(sigma), self._active(z), prec, bits)
 
     @property
     def inactive_dims(self) -> tuple:
@@ -475,9 +471,9 @@ class Codec:
             xs, mu, sigma = x_all[idx], mu_all[idx], sigma_all[idx]
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            z = self.pop_latent(group, mu, sigma, prec["posterior"], bits)
+            z = self._pop_latent(group, mu, sigma, prec["posterior"], bits)
             self._push_x(group, self.decoder(z=centres[z]), xs, prec["likelihood"])
-            self.push_latent(group, z, bits)
+            self._push_latent(group, z, bits)
             if progress:
                 progress(len(idx))
         return [_shard_bytes(Messages.gather([(group, r) for r in lay.rows_of(s)])) for s in range(len(parts))]
@@ -515,7 +511,7 @@ class Codec:
         x_all = np.empty((lay.total, m.dim), np.uint8)
         for t in reversed(range(lay.steps)):
             idx = lay.images(t)
-            z = self.pop_latent_prior(group, len(idx), bits)
+            z = self._pop_latent_prior(group, len(idx), bits)
             xs = self._pop_x(group, self.decoder(z=centres[z]), prec["likelihood"])
             drawn = group.words_drawn()[: len(idx)]
             if drawn.any():
@@ -527,7 +523,7 @@ class Codec:
             mu, sigma = self._encode_rows(xs)
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            self.push_latent_posterior(group, mu, sigma, z, prec["posterior"], bits)
+            self._push_latent_posterior(group, mu, sigma, z, prec["posterior"], bits)
             if progress:
                 progress(len(idx))
         initial = group.lanes_initial()
