@@ -125,10 +125,15 @@ class _Exhausted(CorruptMessageError):
     whose network floats differ from the encoder's (then reported as IntegrityError)."""
 
 
+def _sha256(images: np.ndarray) -> str:
+    """Hex sha256 of an array's bytes in C order (hashed in place, no copy when contiguous)."""
+    return hashlib.sha256(np.ascontiguousarray(images).reshape(-1)).hexdigest()
+
+
 def _digest(images: np.ndarray, chars: int = 16) -> str:
     """Hex digest of a shard's images: 64 bits (128 in files before version 3); the file
     also holds the full sha256 of all images."""
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:chars]
+    return _sha256(images)[:chars]
 
 
 # A shard's payload is its messages' wire format (bitsback._rans) without the 8-byte
@@ -478,6 +483,11 @@ class Codec:
                 progress(len(idx))
         return [_shard_bytes(Messages.gather([(group, r) for r in lay.rows_of(s)])) for s in range(len(parts))]
 
+    def encode_digest(self, parts, progress=None) -> tuple[list[bytes], list[str]]:
+        """:meth:`encode_group` plus each shard's digest for the header, both computed where
+        the group is coded (a worker), not in the process that gathers them."""
+        return self.encode_group(parts, progress), [_digest(x) for x, _, _ in parts]
+
     def _refine_step(self, lay, t, xs, mu, sigma):
         """K Adam steps, one shard's rows of step t at a time (as when coded alone)."""
         mu, sigma = mu.copy(), sigma.copy()
@@ -558,9 +568,10 @@ class Codec:
         starts = np.cumsum([0] + [c for c, _ in plan])
         groups = self.groups(plan, self._workers(len(plan)))
         parts = [[(flat[starts[g] : starts[g + 1]], plan[g][1], g) for g in group] for group in groups]
-        payloads = [p for ps in self._map(self.encode_group, [(ps, progress) for ps in parts]) for p in ps]
-        digests = [_digest(flat[starts[g] : starts[g + 1]]) for g in range(len(plan))]
-        header = self.header(n, plan, [len(p) for p in payloads], digests, hashlib.sha256(x.tobytes()).hexdigest())
+        done = self._map(self.encode_digest, [(ps, progress) for ps in parts])
+        payloads = [p for ps, _ in done for p in ps]
+        digests = [d for _, ds in done for d in ds]
+        header = self.header(n, plan, [len(p) for p in payloads], digests, _sha256(x))
         return container.pack(header, b"".join(payloads))
 
     def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None, start=None, stop=None) -> np.ndarray:
@@ -597,7 +608,7 @@ class Codec:
             raise self._exhausted(header, e) from None
         images = np.concatenate(parts).reshape((-1, *m.shape))
         if whole:
-            if hashlib.sha256(images.tobytes()).hexdigest() != header["data_sha256"]:
+            if _sha256(images) != header["data_sha256"]:
                 raise self._integrity_error(header, "the decoded images do not match the recorded sha256")
             return images
         base = jobs[0][5]

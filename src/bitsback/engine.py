@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import container, datasets
-from .codec import Codec, _digest, _Exhausted, _Failed
+from .codec import Codec, _Exhausted, _Failed
 from .errors import BitsbackError, DatasetError, FormatError, InputError
 
 ENGINES = ("local", "ray")
@@ -185,8 +185,8 @@ def _die_with(parent: int) -> None:
 
 
 def _encode(parts):
-    """parts: [(x, lanes, shard), ...] -> each shard's bytes."""
-    return _worker_codec.encode_group(parts)
+    """parts: [(x, lanes, shard), ...] -> (each shard's bytes, each shard's digest)."""
+    return _worker_codec.encode_digest(parts)
 
 
 def _decode(header, parts):
@@ -284,7 +284,7 @@ def _ray_codec(settings):
 
 
 def _ray_encode(settings, parts):
-    return _ray_codec(settings).encode_group(parts)
+    return _ray_codec(settings).encode_digest(parts)
 
 
 def _ray_decode(settings, header, parts):
@@ -338,15 +338,15 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
                 if binarize:
                     x = datasets.binarize(x)
                 x = codec._check_images(x).reshape(count, codec.model.dim)
-                data_hash.update(x.tobytes())
-                digests.append(_digest(x))
+                data_hash.update(x.reshape(-1))   # contiguous: hashed in place
                 lo += count
                 parts.append((x, lanes, g))
             yield (parts,)
 
     with tempfile.TemporaryFile(dir=dst.parent) as payload:
         try:
-            for group, blobs in zip(groups, pool.map("encode", jobs())):
+            for group, (blobs, shard_digests) in zip(groups, pool.map("encode", jobs())):
+                digests += shard_digests
                 for g, blob in zip(group, blobs):
                     payload.write(blob)
                     lens.append(len(blob))
@@ -443,7 +443,7 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
                 for (g, count, lanes, nbytes, digest, first, offset), x in zip(group, xs):
                     a, b = max(lo, first), min(hi, first + count)
                     part = x.reshape((count, *codec.model.shape))[a - first : b - first]
-                    data_hash.update(part.tobytes())
+                    data_hash.update(np.ascontiguousarray(part).reshape(-1))
                     writer.write(a - lo, part)
                     if progress:
                         progress(b - a)
