@@ -113,3 +113,30 @@ def test_cli_vae_resume_encoder_eval(tmp_path, capsys):
                        "--iwae-k", "8", "--optimal-steps", "2", "--threads", "1"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["n_images"] == 8 and res["iwae_bpd"] > 0 and res["optimal_bpd"] > 0 and res["neg_elbo_bpd"] > 0
+
+
+def test_low_rank_head_from_a_trained_vae(tmp_path):
+    """--init with --head-rank factorises the trained output layer by truncated SVD: at full
+    rank the decoder computes the same outputs, at lower rank its layer is the closest
+    rank-r matrix; training then continues and exports like any other model."""
+    common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
+    full = tmp_path / "full"
+    assert train.main(["vae", "--out", str(full), "--epochs", "1", "--latent", "4", "--hidden", "32", *common]) == 0
+    _, dec, ck = train.load_ckpt(full / "best.pt")
+    W = dec.head.weight.detach()
+    z = torch.randn(5, 4)
+    for r in (32, 3):
+        low = build_vae({**ck["config"], "head_rank": r})[1]
+        train.load_decoder(low, dict(dec.state_dict()))
+        product = low.head[1].weight @ low.head[0].weight
+        assert product.shape == W.shape and torch.linalg.matrix_rank(product) <= r
+        if r == 32:
+            torch.testing.assert_close(low(z), dec(z), rtol=1e-4, atol=1e-4)
+        else:
+            S = torch.linalg.svdvals(W)
+            torch.testing.assert_close(torch.linalg.norm(W - product), torch.linalg.norm(S[r:]), rtol=1e-4, atol=1e-5)
+    out = tmp_path / "r3"
+    assert train.main(["vae", "--init", str(full / "best.pt"), "--head-rank", "3", "--out", str(out),
+                       "--epochs", "1", *common]) == 0
+    _, dec3, ck3 = train.load_ckpt(out / "best.pt")
+    assert ck3["config"]["head_rank"] == 3 and dec3.head[0].weight.shape == (3, 32)

@@ -320,12 +320,19 @@ def cmd_vae(args):
         return
     torch.manual_seed(args.seed)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    model_cfg = dict(arch="mlp", image_shape=None, levels=args.levels, likelihood=args.likelihood,
-                     latent=args.latent, hidden=[args.hidden] * args.depth, mixture=args.mixture)
+    init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init else None
+    if init:  # continue a trained VAE (its architecture), with the output layer at --head-rank
+        model_cfg = {**init["config"], "head_rank": args.head_rank}
+        args.likelihood, args.levels = model_cfg["likelihood"], model_cfg["levels"]
+        args.preprocess = init.get("meta", {}).get("preprocess", args.preprocess)
+    else:
+        model_cfg = dict(arch="mlp", image_shape=None, levels=args.levels, likelihood=args.likelihood,
+                         latent=args.latent, hidden=[args.hidden] * args.depth, mixture=args.mixture,
+                         head_rank=args.head_rank)
     x = load_images(args.data, args.preprocess)
     raw = datasets.load(args.data)
     model_cfg["image_shape"] = list(raw.shape[1:])
-    if args.likelihood.endswith("_context"):
+    if args.likelihood.endswith("_context") and not init:
         from .models.context import NEIGHBOURS
 
         over = ({"mixture": args.mixture} if args.likelihood == "logistic_context"
@@ -337,6 +344,9 @@ def cmd_vae(args):
         model_cfg["context"] = make_spec(args.likelihood, model_cfg["image_shape"], **over)
     x_train, x_val = split_train_val(x, args.n_val, seed=0)
     enc, dec = build_vae(model_cfg)
+    if init:
+        enc.load_state_dict(init["encoder"])
+        load_decoder(dec, dict(init["decoder"]))
     enc.to(args.device); dec.to(args.device)
     dim = x.shape[1]
     cfg = {"model": model_cfg, "dim": dim, **model_cfg}
@@ -358,6 +368,21 @@ def cmd_vae(args):
     best = _epochs(args, out, enc, dec, params, step, val, cfg,
                    {"x_train": x_train, "meta": meta})
     _finish(out, best, args)
+
+
+def load_decoder(dec, state: dict) -> None:
+    """Load a decoder state; a full output layer (head.weight, head.bias) goes into a rank-r
+    head (head.0, head.1) by truncated SVD, W ~ (U_r S_r) V_r^T, the closest rank-r matrix."""
+    own = dec.state_dict()
+    if "head.weight" in state and "head.0.weight" in own:
+        W, b = state.pop("head.weight"), state.pop("head.bias")
+        r = own["head.0.weight"].shape[0]
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        state["head.0.weight"] = Vh[:r].contiguous()
+        state["head.0.bias"] = torch.zeros(r)
+        state["head.1.weight"] = (U[:, :r] * S[:r]).contiguous()
+        state["head.1.bias"] = b
+    dec.load_state_dict(state)
 
 
 def _finish(out: Path, best: float, args=None):
@@ -457,11 +482,14 @@ RECIPES = {
     # (models/context.py). Evaluated by -ELBO only (IWAE and optimal inference would need
     # k * 784 sequential pixel steps per image for sampling-free bounds; not run).
     "mnist-binary": {
-        "prefix": "binctx4",
+        "prefix": "binctx4r64",
         "vae_dir": "binctx4-vae",
         "vae": ["--likelihood", "bernoulli_context", "--features", "4", "--preprocess", "binarize", "--levels", "2",
                 "--latent", "32", "--lr", "1e-3", "--epochs", "30", "--patience", "0"],
         "finetune": ["--lr", "3e-4", "--epochs", "34"],
+        # then the decoder's 500 -> 4 x 784 output layer at rank 64 (truncated SVD of the
+        # trained one, fine-tuned): 1.7x faster coding at batch 11, same held-out -ELBO
+        "lowrank": ("binctx4r64-vae", ["--head-rank", "64", "--lr", "3e-4", "--epochs", "10", "--patience", "0"]),
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
                     "--epochs", "3", "--patience", "0"],
         "seeds": [0],
@@ -524,6 +552,12 @@ def cmd_recipe(args):
     main(["vae", "--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
     if r.get("finetune"):  # more epochs of the same run at a lower rate (later flags win)
         main(["vae", "--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
+    lowrank = None
+    if r.get("lowrank"):  # a new run from the trained VAE, its output layer factorised
+        name, flags = r["lowrank"]
+        lowrank = ["vae", "--init", str(vae_dir / "best.pt"), "--out", str(W / name), *flags]
+        main([*lowrank, *train_data, *thr, "--resume"])
+        vae_dir = W / name
     for seed in r["seeds"]:
         main(["encoder", "--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
               *r["encoder"], "--seed", str(seed), *train_data, *thr, "--resume"])
@@ -534,7 +568,9 @@ def cmd_recipe(args):
                + Path(args.data).name)
     stages = [f"bitsback train vae --out {vae_dir} {' '.join(r['vae'])} --resume"]
     if r.get("finetune"):
-        stages.append(f"bitsback train vae --out {vae_dir} {' '.join(r['vae'] + r['finetune'])} --resume")
+        stages.append(f"bitsback train vae --out {W / r['vae_dir']} {' '.join(r['vae'] + r['finetune'])} --resume")
+    if lowrank:
+        stages.append("bitsback train " + " ".join(lowrank) + " --resume")
     stages += [
         f"bitsback train encoder --init {vae_dir}/best.pt --out {W}/{pre}-rha-s{s} {' '.join(r['encoder'])} --seed {s} --resume"
         for s in r["seeds"]]
@@ -631,6 +667,10 @@ def build_parser():
                    help="logistic_context: the first N of NEIGHBOURS enter the means linearly (0: default)")
     p.add_argument("--context-lr-scale", type=float, default=10.0,
                    help="context tables learn at this multiple of --lr")
+    p.add_argument("--head-rank", type=int, default=0,
+                   help="decoder output layer as a rank-R product (0: full); with --init, by truncated SVD")
+    p.add_argument("--init", default=None,
+                   help="start from this trained VAE checkpoint (its architecture flags win)")
     p.set_defaults(func=cmd_vae)
     p = sub.add_parser("encoder", help="encoder-only objective on a frozen decoder")
     _common(p)

@@ -36,7 +36,8 @@ def build_vae(config: dict):
         ctx = cfg.get("context")
         if cfg["likelihood"].endswith("_context") and not ctx:
             ctx = make_spec(cfg["likelihood"], cfg["image_shape"])
-        dec = MLPDecoder(dim, cfg["latent"], cfg["hidden"], cfg["likelihood"], cfg["mixture"], ctx)
+        dec = MLPDecoder(dim, cfg["latent"], cfg["hidden"], cfg["likelihood"], cfg["mixture"], ctx,
+                         cfg.get("head_rank", 0))
     elif cfg["arch"] == "resnet":
         enc = ResNetEncoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])
         dec = ResNetDecoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])

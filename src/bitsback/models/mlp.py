@@ -47,7 +47,8 @@ class MLPDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500, 500),
-                 likelihood: str = "bernoulli", mixture: int = 1, context: dict | None = None):
+                 likelihood: str = "bernoulli", mixture: int = 1, context: dict | None = None,
+                 head_rank: int = 0):
         super().__init__()
         self.likelihood = likelihood
         self.dim = dim
@@ -64,10 +65,14 @@ class MLPDecoder(nn.Module):
             self.context = ContextHead(likelihood, context)
         else:
             raise ValueError(f"MLPDecoder does not support likelihood {likelihood!r}")
-        self.head = nn.Linear(hidden[-1], nout * dim)
+        # head_rank > 0: the output layer as a rank-r product (hidden -> r -> outputs), for
+        # wide outputs (context features: 4 x 784) where the full matrix dominates the
+        # decoder's cost at the small batches of coding.
+        out = nn.Linear(head_rank or hidden[-1], nout * dim)
+        self.head = nn.Sequential(nn.Linear(hidden[-1], head_rank), out) if head_rank else out
         if likelihood != "bernoulli":
             with torch.no_grad():  # start with moderate scales
-                self.head.bias.zero_()
+                out.bias.zero_()
 
     def forward(self, z: torch.Tensor):
         out = self.head(self.body(z))
