@@ -497,11 +497,14 @@ RECIPES = {
         "evals": "elbo",
     },
     "mnist-grey": {
-        "prefix": "greyctx",
+        "prefix": "greyctxr64",
         "vae_dir": "greyctx-vae2",
         "vae": ["--likelihood", "logistic_context", "--mixture", "3", "--context-lr-scale", "1", "--preprocess", "none",
                 "--levels", "256", "--latent", "32", "--lr", "1e-3", "--epochs", "17", "--patience", "0"],
         "finetune": ["--lr", "3e-4", "--epochs", "20"],
+        # the 500 -> 3 x 784 output layer at rank 64, as for mnist-binary
+        "lowrank": ("greyctxr64-vae", ["--head-rank", "64", "--context-lr-scale", "1", "--lr", "3e-4", "--epochs", "6",
+                                       "--patience", "0"]),
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "3e-4",
                     "--epochs", "2", "--patience", "0"],
         "seeds": [0],
