@@ -140,3 +140,7 @@ def test_low_rank_head_from_a_trained_vae(tmp_path):
                        "--epochs", "1", *common]) == 0
     _, dec3, ck3 = train.load_ckpt(out / "best.pt")
     assert ck3["config"]["head_rank"] == 3 and dec3.head[0].weight.shape == (3, 32)
+    # back to full rank: the product, exactly what the rank-3 decoder computes
+    back = build_vae({**ck3["config"], "head_rank": 0})[1]
+    train.load_decoder(back, dict(dec3.state_dict()))
+    torch.testing.assert_close(back(z), dec3(z), rtol=1e-4, atol=1e-4)

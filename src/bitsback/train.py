@@ -322,13 +322,14 @@ def cmd_vae(args):
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init else None
     if init:  # continue a trained VAE (its architecture), with the output layer at --head-rank
-        model_cfg = {**init["config"], "head_rank": args.head_rank}
+        rank = init["config"].get("head_rank", 0) if args.head_rank is None else args.head_rank
+        model_cfg = {**init["config"], "head_rank": rank}
         args.likelihood, args.levels = model_cfg["likelihood"], model_cfg["levels"]
         args.preprocess = init.get("meta", {}).get("preprocess", args.preprocess)
     else:
         model_cfg = dict(arch="mlp", image_shape=None, levels=args.levels, likelihood=args.likelihood,
                          latent=args.latent, hidden=[args.hidden] * args.depth, mixture=args.mixture,
-                         head_rank=args.head_rank)
+                         head_rank=args.head_rank or 0)
     x = load_images(args.data, args.preprocess)
     raw = datasets.load(args.data)
     model_cfg["image_shape"] = list(raw.shape[1:])
@@ -371,17 +372,27 @@ def cmd_vae(args):
 
 
 def load_decoder(dec, state: dict) -> None:
-    """Load a decoder state; a full output layer (head.weight, head.bias) goes into a rank-r
-    head (head.0, head.1) by truncated SVD, W ~ (U_r S_r) V_r^T, the closest rank-r matrix."""
+    """Load a decoder state whose output layer may have another form: full (head.weight,
+    head.bias) or rank r (head.0 then head.1). A change of form or rank goes through the
+    full matrix W (and bias) and, for a rank-r head, its truncated SVD W ~ (U_r S_r) V_r^T,
+    the closest rank-r matrix."""
     own = dec.state_dict()
-    if "head.weight" in state and "head.0.weight" in own:
-        W, b = state.pop("head.weight"), state.pop("head.bias")
-        r = own["head.0.weight"].shape[0]
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        state["head.0.weight"] = Vh[:r].contiguous()
-        state["head.0.bias"] = torch.zeros(r)
-        state["head.1.weight"] = (U[:, :r] * S[:r]).contiguous()
-        state["head.1.bias"] = b
+    shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items() if k.startswith("head.")}
+    if shapes(state) != shapes(own):
+        if "head.weight" in state:
+            W, b = state.pop("head.weight"), state.pop("head.bias")
+        else:
+            A, a, B = state.pop("head.0.weight"), state.pop("head.0.bias"), state.pop("head.1.weight")
+            W, b = B @ A, state.pop("head.1.bias") + B @ a
+        if "head.weight" in own:
+            state["head.weight"], state["head.bias"] = W, b
+        else:
+            r = own["head.0.weight"].shape[0]
+            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+            state["head.0.weight"] = Vh[:r].contiguous()
+            state["head.0.bias"] = torch.zeros(r)
+            state["head.1.weight"] = (U[:, :r] * S[:r]).contiguous()
+            state["head.1.bias"] = b
     dec.load_state_dict(state)
 
 
@@ -670,8 +681,9 @@ def build_parser():
                    help="logistic_context: the first N of NEIGHBOURS enter the means linearly (0: default)")
     p.add_argument("--context-lr-scale", type=float, default=10.0,
                    help="context tables learn at this multiple of --lr")
-    p.add_argument("--head-rank", type=int, default=0,
-                   help="decoder output layer as a rank-R product (0: full); with --init, by truncated SVD")
+    p.add_argument("--head-rank", type=int, default=None,
+                   help="decoder output layer as a rank-R product (0: full; default: full, or --init's); "
+                        "from --init by truncated SVD")
     p.add_argument("--init", default=None,
                    help="start from this trained VAE checkpoint (its architecture flags win)")
     p.set_defaults(func=cmd_vae)
