@@ -151,19 +151,16 @@ def _with_encoder(codec: Codec, k_steps: int, encoder=None) -> Codec:
 def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=None):
     """Codec.encode_group for one shard, step by step (encoder included in each step's
     time), timing each step; returns (bytes, msgs, seconds)."""
-    prec, bits = codec.model.precision, codec.model.precision["latent_bits"]
-    centres = codec._centres(bits)
+    prec = codec.model.precision
     msgs = Messages(lanes, _shard_seed(codec.seed, shard))
+    zbuf = codec._z_rows(lanes, prec["latent_bits"])
     times = []
     clock = time.perf_counter
     for t in range(-(-len(x) // lanes)):
         t0 = clock()
         xs = x[t * lanes : (t + 1) * lanes]
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        z = codec._pop_latent(msgs, mu, sigma, prec["posterior"], bits)
-        out = codec.decoder(z=centres[z])
-        codec._push_x(msgs, out, xs, prec["likelihood"])
-        codec._push_latent(msgs, z, bits)
+        codec._encode_step(msgs, xs, codec._active(mu), codec._active(sigma), prec, zbuf)
         times.append(clock() - t0)
     return _shard_bytes(msgs), msgs, times
 
@@ -172,9 +169,8 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
     """Codec.decode_group for one shard, call for call, timing each step; returns
     (images (n, dim), seconds in image order)."""
     m, prec = codec.model, codec.model.precision
-    bits = prec["latent_bits"]
     msgs = _shard_messages(payload, lanes, _shard_seed(codec.seed, shard), framed=False)
-    centres = codec._centres(bits)
+    zbuf = codec._z_rows(lanes, prec["latent_bits"])
     x = np.empty((n, m.dim), np.uint8)
     steps = -(-n // lanes)
     times = [0.0] * steps
@@ -182,11 +178,9 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
     for t in reversed(range(steps)):
         t0 = clock()
         lo, hi = t * lanes, min(n, (t + 1) * lanes)
-        z = codec._pop_latent_prior(msgs, hi - lo, bits)
-        out = codec.decoder(z=centres[z])
-        xs = codec._pop_x(msgs, out, prec["likelihood"])
+        xs, za = codec._decode_step(msgs, hi - lo, prec, zbuf)
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        codec._push_latent_posterior(msgs, mu, sigma, z, prec["posterior"], bits)
+        codec._push_posterior(msgs, mu, sigma, za, prec)
         x[lo:hi] = xs
         times[t] = clock() - t0
     if not msgs.is_initial():

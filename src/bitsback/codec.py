@@ -53,6 +53,8 @@ K_SHARD_LANES = 16
 SHARD_MAX_IMAGES = 1 << 15
 GROUP_MAX_IMAGES = 1 << 15
 ENCODER_CHUNK = 4096
+# A decode checks every EXHAUSTED_CHECK_STEPS steps that no lane ran out of payload.
+EXHAUSTED_CHECK_STEPS = 64
 
 
 class Model:
@@ -286,39 +288,54 @@ class Codec:
             c = self.centres[bits] = cdf.latent.centres(bits).astype(np.float32)
         return c
 
-    # The four latent operations of a step. Latent dims in inactive_dims are never coded:
-    # they hold the prior's median bucket in every image, known to both sides. A collapsed
-    # dim (posterior = prior whatever the image) tells the decoder nothing and nets zero
-    # bits per image, but its pop still needs latent_bits on the stack, so each lane's
-    # first image would borrow them as initial bits: leaving it out saves that per lane.
+    # A step's latent. Latent dims in inactive_dims are never coded: they hold the prior's
+    # median bucket in every image, known to both sides. A collapsed dim (posterior = prior
+    # whatever the image) tells the decoder nothing and nets zero bits per image, but its
+    # pop still needs latent_bits on the stack, so each lane's first image would borrow
+    # them as initial bits: leaving it out saves that per lane. The coder works on the
+    # active columns only: ``za`` (rows, active) bucket indices, ``_active`` selects the
+    # posterior's active columns, ``_decoder_z`` builds the decoder's full z.
     def _active(self, a: np.ndarray) -> np.ndarray:
-        """The coded (active) columns of a (n, latent) array."""
+        """The coded (active) columns of a (n, latent) array, C-contiguous."""
         return a if self._free is None else a[:, self._free]
 
-    def _whole(self, zs: np.ndarray, bits: int) -> np.ndarray:
-        """A full (n, latent) z from its active columns; inactive ones at the median bucket."""
-        if self._free is None:
-            return zs
-        z = np.full((len(zs), self.model.latent), 1 << (bits - 1), np.int64)
-        z[:, self._free] = zs
+    def _z_rows(self, rows: int, bits: int) -> np.ndarray:
+        """A (rows, latent) float32 buffer for _decoder_z, inactive columns at the median
+        bucket's centre (one per group: steps write only the active columns)."""
+        z = np.empty((rows, self.model.latent), np.float32)
+        z[:] = self._centres(bits)[1 << (bits - 1)]
         return z
 
-    def _pop_latent(self, msgs, mu, sigma, prec, bits) -> np.ndarray:
-        """Encode side: a step's z, popped from the posterior (bits back)."""
-        return self._whole(cdf.latent.pop_posterior(msgs, self._active(mu), self._active(sigma), prec, bits), bits)
+    def _decoder_z(self, za: np.ndarray, bits: int, buf: np.ndarray) -> np.ndarray:
+        """The decoder's input for a step's buckets za: their centres, inactive dims at the
+        median bucket (taken from buf, a _z_rows buffer)."""
+        centres = self._centres(bits)
+        if self._free is None:
+            return centres[za]
+        z = buf[: len(za)]
+        z[:, self._free] = centres[za]
+        return z
 
-    def _push_latent(self, msgs, z, bits) -> None:
-        """Encode side: a step's z, pushed under the prior."""
-        cdf.latent.push_prior(msgs, self._active(z), bits)
+    def _encode_step(self, msgs, xs, mu, sigma, prec, zbuf) -> None:
+        """One BB-ANS encode step on rows 0..len(xs)-1 of msgs, given the posterior's
+        active columns: z popped from the posterior (bits back), x pushed under the
+        decoder, z pushed under the prior."""
+        bits = prec["latent_bits"]
+        za = cdf.latent.pop_posterior(msgs, mu, sigma, prec["posterior"], bits)
+        self._push_x(msgs, self.decoder(z=self._decoder_z(za, bits, zbuf)), xs, prec["likelihood"])
+        cdf.latent.push_prior(msgs, za, bits, popped=True)
 
-    def _pop_latent_prior(self, msgs, n, bits) -> np.ndarray:
-        """Decode side: a step's z, popped under the prior."""
-        active = self.model.latent - len(self._inactive)
-        return self._whole(cdf.latent.pop_prior(msgs, n, active, bits), bits)
+    def _decode_step(self, msgs, n, prec, zbuf) -> tuple[np.ndarray, np.ndarray]:
+        """The first half of a decode step on rows 0..n-1: z popped under the prior, x
+        under the decoder. Returns (x, za); the caller pushes za back under the
+        posterior of x (_push_posterior)."""
+        bits = prec["latent_bits"]
+        za = cdf.latent.pop_prior(msgs, n, self.model.latent - len(self._inactive), bits)
+        return self._pop_x(msgs, self.decoder(z=self._decoder_z(za, bits, zbuf)), prec["likelihood"]), za
 
-    def _push_latent_posterior(self, msgs, mu, sigma, z, prec, bits) -> None:
-        """Decode side: a step's z, pushed back under the posterior (returns the bits)."""
-        cdf.latent.push_posterior(msgs, self._active(mu), self._active(sigma), self._active(z), prec, bits)
+    def _push_posterior(self, msgs, mu, sigma, za, prec) -> None:
+        """The decode step's second half: za pushed under the posterior (the bits back)."""
+        cdf.latent.push_posterior(msgs, self._active(mu), self._active(sigma), za, prec["posterior"], prec["latent_bits"], popped=True)
 
     @property
     def inactive_dims(self) -> tuple:
@@ -464,21 +481,22 @@ class Codec:
         decoder batch and one compiled call per coder family. onnxruntime's per-row
         outputs do not depend on the batch, so the bytes do not depend on the grouping.
         """
-        prec, bits = self.model.precision, self.model.precision["latent_bits"]
-        centres = self._centres(bits)
+        prec = self.model.precision
         own = [Messages(lanes, _shard_seed(self.seed, shard)) for _, lanes, shard in parts]
         lay = _Layout([(len(x), lanes, shard) for x, lanes, shard in parts])
         group = Messages.gather([(own[s], j) for s, j in lay.lanes])
         x_all = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         mu_all, sigma_all = self._encode_rows(x_all)
+        if not self.k_steps:
+            mu_all, sigma_all = self._active(mu_all), self._active(sigma_all)
+        zbuf = self._z_rows(len(lay.lanes), prec["latent_bits"])
         for t in range(lay.steps):
             idx = lay.images(t)
             xs, mu, sigma = x_all[idx], mu_all[idx], sigma_all[idx]
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            z = self._pop_latent(group, mu, sigma, prec["posterior"], bits)
-            self._push_x(group, self.decoder(z=centres[z]), xs, prec["likelihood"])
-            self._push_latent(group, z, bits)
+                mu, sigma = self._active(mu), self._active(sigma)
+            self._encode_step(group, xs, mu, sigma, prec, zbuf)
             if progress:
                 progress(len(idx))
         return [_shard_bytes(Messages.gather([(group, r) for r in lay.rows_of(s)])) for s in range(len(parts))]
@@ -503,8 +521,7 @@ class Codec:
         """Decode several shards in lockstep (the mirror of :meth:`encode_group`); ``parts``
         is a list of ``(payload, n, lanes, shard, digest, first)``. Returns each shard's
         images (n, dim); raises _Failed when a shard fails its final checks."""
-        m, bits = self.model, prec["latent_bits"]
-        centres = self._centres(bits)
+        m = self.model
         own = []
         for payload, n, lanes, shard, digest, first in parts:
             try:
@@ -519,23 +536,19 @@ class Codec:
         lay = _Layout([(n, lanes, shard) for _, n, lanes, shard, _, _ in parts])
         group = Messages.gather([(own[s], j) for s, j in lay.lanes])
         x_all = np.empty((lay.total, m.dim), np.uint8)
+        zbuf = self._z_rows(len(lay.lanes), prec["latent_bits"])
         for t in reversed(range(lay.steps)):
             idx = lay.images(t)
-            z = self._pop_latent_prior(group, len(idx), bits)
-            xs = self._pop_x(group, self.decoder(z=centres[z]), prec["likelihood"])
-            drawn = group.words_drawn()[: len(idx)]
-            if drawn.any():
-                # A correct decode only takes words the encoder emitted; drawing from the
-                # generator means the payload ran out: corrupt or forged.
-                bad = lay.shard[lay.lanes[int(np.argmax(drawn > 0))][0]]
-                raise _Exhausted(f"shard {bad}: payload exhausted at step {t}")
+            xs, za = self._decode_step(group, len(idx), prec, zbuf)
             x_all[idx] = xs
             mu, sigma = self._encode_rows(xs)
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            self._push_latent_posterior(group, mu, sigma, z, prec["posterior"], bits)
+            self._push_posterior(group, mu, sigma, za, prec)
             if progress:
                 progress(len(idx))
+            if t % EXHAUSTED_CHECK_STEPS == 0:
+                self._check_drawn(group, lay, t)
         initial = group.lanes_initial()
         out = []
         for s, (_, n, _, shard, digest, first) in enumerate(parts):
@@ -546,6 +559,16 @@ class Codec:
                 raise _Failed(f"shard {shard} (images {first}..{first + n - 1}) does not match its recorded hash")
             out.append(x)
         return out
+
+    @staticmethod
+    def _check_drawn(group, lay, t) -> None:
+        """A correct decode only takes words the encoder emitted; a lane that drew from
+        the generator ran out of payload: corrupt or forged. Checked every
+        EXHAUSTED_CHECK_STEPS steps and at the last (step 0), not every step: a lane that
+        ran dry goes on, boundedly, on generator words until the check."""
+        drawn = group.words_drawn()
+        if drawn.any():
+            raise _Exhausted(f"shard {lay.shard[lay.lanes[int(np.argmax(drawn > 0))][0]]}: payload exhausted (found at step {t})")
 
     def _workers(self, jobs: int) -> int:
         return max(1, min(self.workers or os.cpu_count() or 1, jobs))

@@ -199,19 +199,23 @@ def _args(mu, sigma, prec, b):
     return mu, sigma, prec, b
 
 
-def _idx(idx, shape, b):
+def _idx(idx, shape, b, popped=False):
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     if idx.shape != shape:
         raise ValueError(f"idx has shape {idx.shape}, expected {shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= (1 << b)):
+    if not popped and idx.size and (idx.min() < 0 or idx.max() >= (1 << b)):
         raise ValueError("bucket index out of range")
     return idx
 
 
-def push_posterior(msgs, mu, sigma, idx, prec, b):
-    """Push bucket indices idx[n, Z] under q = N(mu, sigma^2) (float32[n, Z]) quantised per bucket."""
+def push_posterior(msgs, mu, sigma, idx, prec, b, popped=False):
+    """Push bucket indices idx[n, Z] under q = N(mu, sigma^2) (float32[n, Z]) quantised per bucket.
+
+    popped=True says idx was returned by a pop at the same b (pop_prior or
+    pop_posterior), so it is known to be in range and only its shape is checked.
+    """
     mu, sigma, prec, b = _args(mu, sigma, prec, b)
-    idx = _idx(idx, mu.shape, b)
+    idx = _idx(idx, mu.shape, b, popped)
     heads, addr = lanes_of(msgs, mu.shape[0])
     run_lanes(_push_post, _push_post_par, (heads, addr, mu, sigma, idx, prec, b, _TABLE), *mu.shape[:2])
     done(msgs)
@@ -243,10 +247,10 @@ def posterior_starts_freqs(mu, sigma, idx, prec, b):
     return s.reshape(np.shape(idx)), (t[r, k + 1] - s).reshape(np.shape(idx))
 
 
-def push_prior(msgs, idx, b):
-    """Push idx[n, Z] under the uniform prior over 2^b buckets."""
+def push_prior(msgs, idx, b, popped=False):
+    """Push idx[n, Z] under the uniform prior over 2^b buckets (popped: as in push_posterior)."""
     b = _check_bits(b)
-    msgs.push_uniform(_idx(idx, np.shape(idx), b).astype(np.uint32), b)
+    msgs.push_uniform(_idx(idx, np.shape(idx), b, popped).astype(np.uint32), b)
 
 
 def pop_prior(msgs, n, Z, b):
