@@ -57,6 +57,57 @@ def test_quantised_code_length_matches_torch_logprob(lik):
     np.testing.assert_allclose(bits, torch_bits, rtol=1e-3)
 
 
+def _shipped_spec(name):
+    import json
+
+    from bitsback.codec import resolve_model
+
+    return json.loads((resolve_model(name) / "manifest.json").read_text())["config"]["context"]
+
+
+@pytest.mark.parametrize("lik,spec", [
+    ("bernoulli_context", None), ("logistic_context", None),
+    ("bernoulli_context", "mnist-binary"), ("logistic_context", "mnist-grey"),
+])
+@pytest.mark.parametrize("step", [1, -1])
+def test_row_shift_gives_the_full_context_at_every_pixel(lik, spec, step):
+    """The kernels' incremental context (perm of the previous pixel's context plus the
+    neighbours read afresh, Context.cx) equals the full sum at every pixel, walking each
+    row forward (pop) or backward (push)."""
+    spec = make_spec(lik, (28, 28)) if spec is None else _shipped_spec(spec)
+    ctx = Context(lik, spec, ContextHead(lik, spec).tables())
+    x = MNIST[:6].reshape(6, -1)
+    pad = ctx._padded(datasets.binarize(x).reshape(6, -1) if lik == "bernoulli_context" else x).astype(np.int64)
+    cdelta, ctab = ctx.cx[0], ctx.cx[1]
+    perm, fdelta, ftab = ctx.cx[2:5] if step == 1 else ctx.cx[5:8]
+    assert len(perm) and len(fdelta) < len(cdelta)     # the shift saves reads on these specs
+    W, Wp, R, P = ctx.geo
+    for r in range(ctx.H):
+        cols = range(W) if step == 1 else range(W - 1, -1, -1)
+        c = None
+        for col in cols:
+            b = (r + R) * Wp + col + P
+            full = sum(ctab[t][pad[:, b + cdelta[t]]] for t in range(len(cdelta)))
+            if c is not None:
+                c = perm[c] + sum(ftab[u][pad[:, b + fdelta[u]]] for u in range(len(fdelta)))
+                assert (c == full).all(), (r, col)
+            c = full
+
+
+def test_row_shift_is_off_for_large_context_sets():
+    spec = make_spec("bernoulli_context", (28, 28))
+    spec["ctx_offsets"] = [[0, -k] for k in range(1, 4)] + [[-1, k] for k in range(-3, 4)] + [[-2, k] for k in range(-3, 4)]
+    spec["thresholds"] = [1]
+    assert len(spec["ctx_offsets"]) == 17     # 2^17 contexts: no permutation table
+    ctx = Context("bernoulli_context", spec, {"gain": np.zeros((1 << 17, spec["features"]), np.float32), "bias": np.zeros(1 << 17, np.float32)})
+    assert len(ctx.cx[2]) == 0 and len(ctx.cx[5]) == 0
+    x = datasets.binarize(MNIST[:3]).reshape(3, -1)
+    feats = np.random.default_rng(0).normal(size=(3, 784, spec["features"])).astype(np.float32)
+    msgs = Messages(3, 1)
+    ctx.push(msgs, feats, x, 24)
+    assert (ctx.pop(msgs, feats, 24) == x).all() and msgs.is_initial()
+
+
 def test_context_index_reads_only_earlier_pixels():
     spec = make_spec("logistic_context", (28, 28))
     x = torch.from_numpy(MNIST[:4].reshape(4, -1).astype(np.float32))

@@ -48,6 +48,19 @@ def context_of(pad, i, b, cdelta, ctab):
     return c
 
 
+# Moving one pixel along a row, most neighbours of the new pixel were neighbours of the
+# old one (neighbour (0,-2) of column c+1 is neighbour (0,-1) of column c), so their
+# digits carry over, permuted. cx = (cdelta, ctab, then per direction, forward (raster
+# order: pop, code lengths) and backward (push): perm, fdelta, ftab), where perm[c] is the
+# carried part of the next pixel's context given the context c of the pixel coded before
+# it, and fdelta / ftab the deltas and ctab rows of the neighbours read afresh. A row's
+# first pixel in coding order is computed in full (context_of). The kernels write the
+# shift out in their lane loops (an inlined call re-binds its array arguments, which
+# costs reference counting on every call):
+#     c = context_of(...) if restart else perm[c_before] + sum_u ftab[u, pad[b + fdelta[u]]]
+# It is the same integer either way, so no CDF changes (test_context.py compares the two
+# at every pixel, both directions).
+
 # Bernoulli context: P(x = 0) = sigmoid(-logit) from a table on [-16, 16] with linear
 # interpolation (4096 cells), instead of an exp and a divide per pixel. The table is built
 # with fexp (libm-free, so identical on every machine); interpolation error <= 1e-6 in
@@ -89,17 +102,32 @@ def table_freq0(logit, sig, one_f):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, mode, fr, lane_lo, lane_hi):
+def _bern(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr, lane_lo, lane_hi):
     n, D, d = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
     one_f = np.float64(one)
     mask = one - np.uint64(1)
+    cdelta, ctab = cx[0], cx[1]
+    if mode == PUSH:
+        perm, fdelta, ftab = cx[5], cx[6], cx[7]
+    else:
+        perm, fdelta, ftab = cx[2], cx[3], cx[4]
+    W = geo[0]
+    edge = W - 1 if mode == PUSH else 0
+    cprev = np.zeros(lane_hi - lane_lo, np.int64)
     for jj in range(D):
         j = D - 1 - jj if mode == PUSH else jj
         b = slot(j, geo)
+        restart = j % W == edge or perm.shape[0] == 0
         for i in range(lane_lo, lane_hi):
-            c = context_of(pad, i, b, cdelta, ctab)
+            if restart:
+                c = context_of(pad, i, b, cdelta, ctab)
+            else:           # the row shift, written out (see cx above)
+                c = perm[cprev[i - lane_lo]]
+                for u in range(fdelta.shape[0]):
+                    c += ftab[u, pad[i, b + fdelta[u]]]
+            cprev[i - lane_lo] = c
             logit = np.float64(bias[c])
             for k in range(d):
                 logit += np.float64(gain[c, k]) * np.float64(feats[i, j, k])
@@ -128,8 +156,15 @@ def _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, 
 # as mix_weights / params / mix_start (logistic.py): the stages reorder lanes, never the
 # operations within a lane, so push, pop and the code lengths agree bit for bit.
 @njit(cache=True, nogil=True, error_model="numpy")
-def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
+def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
     mgain, coef, mbias, lscale, wbias, wgain = T
+    cdelta, ctab = cx[0], cx[1]
+    if mode == PUSH:
+        perm, fdelta, ftab = cx[5], cx[6], cx[7]
+    else:
+        perm, fdelta, ftab = cx[2], cx[3], cx[4]
+    W = geo[0]
+    edge = W - 1 if mode == PUSH else 0
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
@@ -148,13 +183,21 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
     F1 = np.empty(L)
     u = np.empty(J)
     scratch = np.empty((K, 3))
+    cprev = np.zeros(L, np.int64)
     for jj in range(D):
         j = D - 1 - jj if mode == PUSH else jj
         b = slot(j, geo)
+        restart = j % W == edge or perm.shape[0] == 0
         # stage 1: context, table gathers and the linear neighbour term
         for l in range(L):
             i = lane_lo + l
-            c = context_of(pad, i, b, cdelta, ctab)
+            if restart:
+                c = context_of(pad, i, b, cdelta, ctab)
+            else:           # the row shift, written out (see cx above)
+                c = perm[cprev[l]]
+                for t in range(fdelta.shape[0]):
+                    c += ftab[t, pad[i, b + fdelta[t]]]
+            cprev[l] = c
             for t in range(J):
                 u[t] = ulut[pad[i, b + ldelta[t]]]
             m = np.float64(feats[i, j, 0])
@@ -231,18 +274,18 @@ def _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, m
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _bern_par(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, mode, fr, chunks):
+def _bern_par(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _bern(heads, addr, feats, x, pad, geo, cdelta, ctab, sig, gain, bias, prec, mode, fr,
+        _bern(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr,
               c * n // chunks, (c + 1) * n // chunks)
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _mix_par(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr, chunks):
+def _mix_par(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, chunks):
     n = feats.shape[0]
     for c in prange(chunks):
-        _mix(heads, addr, feats, x, pad, geo, cdelta, ctab, ulut, ldelta, T, prec, mode, fr,
+        _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr,
              c * n // chunks, (c + 1) * n // chunks)
 
 
@@ -273,6 +316,30 @@ def causal_offsets(spec: dict, key: str) -> np.ndarray:
     return offs
 
 
+ROW_SHIFT_MAX_CONTEXTS = 1 << 16
+
+
+def _row_shift(offs, Q, cdelta, ctab, step):
+    """(perm, fdelta, ftab) for moving one pixel along a row (step +1: to the next pixel,
+    -1: to the previous one); see cx above _bern. Neighbour t of the new pixel is neighbour
+    (dy, dx + step) of the old one when that offset is in the list: its digit (base Q,
+    weight Q**t) is carried over; the others are read afresh. perm is empty (every
+    context computed in full) when there are more than ROW_SHIFT_MAX_CONTEXTS contexts."""
+    T = len(offs)
+    where = {(int(dy), int(dx)): t for t, (dy, dx) in enumerate(offs)}
+    carried = [(t, where[(int(dy), int(dx) + step)]) for t, (dy, dx) in enumerate(offs) if (int(dy), int(dx) + step) in where]
+    fresh = np.array([t for t, (dy, dx) in enumerate(offs) if (int(dy), int(dx) + step) not in where], np.intp)
+    C = Q ** T
+    if C > ROW_SHIFT_MAX_CONTEXTS:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, 256), np.int32)
+    digits = (np.arange(C)[:, None] // Q ** np.arange(T)[None, :]) % Q
+    perm = np.zeros(C, np.int64)
+    for t, src in carried:
+        perm += digits[:, src] * Q ** t
+    return (np.ascontiguousarray(perm, np.int32), np.ascontiguousarray(cdelta[fresh], np.int64),
+            np.ascontiguousarray(ctab[fresh], np.int32))
+
+
 class Context:
     """One causal-context likelihood: its spec and tables, with push/pop over lanes.
 
@@ -299,6 +366,8 @@ class Context:
             raise BitsbackError(f"context: {Q}**{len(offs)} contexts is too many")
         bucket = (np.arange(256)[:, None] >= thr[None, :]).sum(1)
         self.ctab = np.ascontiguousarray((Q ** np.arange(len(offs)))[:, None] * bucket[None, :], np.int32)
+        self.cx = (self.cdelta, self.ctab, *_row_shift(offs, Q, self.cdelta, self.ctab, +1),
+                   *_row_shift(offs, Q, self.cdelta, self.ctab, -1))
         self.ulut = np.arange(256) / 127.5 - 1.0     # u = n / 127.5 - 1, the linear neighbour input
         self.tables = tuple(np.ascontiguousarray(tables[name], np.float32) for name in TABLES[likelihood])
         for name, t in zip(TABLES[likelihood], self.tables):
@@ -341,10 +410,9 @@ class Context:
         return pad.reshape(len(x), -1)
 
     def _args(self):
-        g = (self.geo, self.cdelta, self.ctab, self.ulut)
         if self.likelihood == "bernoulli_context":
-            return (self.geo, self.cdelta, self.ctab, sigmoid_table(), *self.tables)
-        return (*g, self.ldelta, self.tables)
+            return (self.geo, self.cx, sigmoid_table(), *self.tables)
+        return (self.geo, self.cx, self.ulut, self.ldelta, self.tables)
 
     def _prec(self, prec):
         return check_prec(prec, MIN_PREC if self.likelihood == "logistic_context" else 1)
