@@ -1,6 +1,6 @@
 """Rate of the real file against K (Algorithm 2's Adam steps), all images, one process.
 
-    python bench/k_sweep.py MODEL K_MAX N      # e.g. mnist-binary-mlp 10 10000
+    python bench/k_sweep.py MODEL K_MAX N [SEED]     # e.g. mnist-binary-mlp 10 10000
 
 Compresses the first N shipped MNIST test images (binarized for binary models) with
 K = 0..K_MAX and prints one JSON line per K: file bytes, bits/dim and the CPU seconds of
@@ -15,12 +15,13 @@ import bitsback
 from bitsback import datasets
 
 model, kmax, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0     # the file's seed (initial bits, K-step noise)
 x = datasets.load("data/t10k-images-idx3-ubyte.gz")[:n]
 if "binary" in model:
     x = datasets.binarize(x)
 for k in range(kmax + 1):
-    c = bitsback.load(model, device="cpu", k_steps=k, workers=1)
+    c = bitsback.load(model, device="cpu", k_steps=k, workers=1, seed=seed)
     t = time.process_time()
     blob = c.compress(x)
     dt = time.process_time() - t
-    print(json.dumps({"model": model, "k": k, "n": n, "bytes": len(blob), "bpd": 8 * len(blob) / x.size, "cpu_s": dt}), flush=True)
+    print(json.dumps({"model": model, "k": k, "n": n, "seed": seed, "bytes": len(blob), "bpd": 8 * len(blob) / x.size, "cpu_s": dt}), flush=True)

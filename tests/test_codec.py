@@ -113,6 +113,26 @@ def test_tampered_payload_with_valid_checksum_never_returns_wrong_images(codecs,
         codecs["mnist-grey"].decompress(_reseal(bytes(body)))
 
 
+def test_a_drained_payload_is_corrupt_message_error(images):
+    """A lane missing the words its last steps need runs dry: the decode draws initial
+    bits from the generator, and the check (every EXHAUSTED_CHECK_STEPS steps and at the
+    end) reports it as a corrupt payload, not as wrong images."""
+    import struct
+
+    from bitsback.errors import CorruptMessageError
+
+    codec = bitsback.load("mnist-binary", lanes=1, workers=1)
+    x = images["mnist-binary"][:150]
+    header, payload = container.unpack(codec.compress(x))
+    (count, lanes, nbytes, digest), = header["shards"]
+    p = bytes(payload)
+    words = struct.unpack_from("<I", p, 8)[0]
+    cut = p[:8] + struct.pack("<I", words - 2) + p[12 + 8:]    # the two bottom words gone
+    header["shards"] = [[count, lanes, len(cut), digest]]
+    with pytest.raises(CorruptMessageError, match="payload exhausted"):
+        codec.decompress(container.pack(header, cut))
+
+
 def test_tampered_header_hash_is_integrity_error(codecs, images):
     x = images["mnist-binary"][:10]
     header, payload = container.unpack(codecs["mnist-binary"].compress(x))

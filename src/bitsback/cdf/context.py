@@ -61,6 +61,15 @@ def context_of(pad, i, b, cdelta, ctab):
 # It is the same integer either way, so no CDF changes (test_context.py compares the two
 # at every pixel, both directions).
 
+@njit(cache=True, inline="always", error_model="numpy")
+def row_shift(cx, geo, mode):
+    """(cdelta, ctab, perm, fdelta, ftab, W, edge) for a kernel coding in mode's order:
+    the shift tables of its direction, and the column (edge) where each row starts."""
+    if mode == PUSH:
+        return cx[0], cx[1], cx[5], cx[6], cx[7], geo[0], geo[0] - 1
+    return cx[0], cx[1], cx[2], cx[3], cx[4], geo[0], 0
+
+
 # Bernoulli context: P(x = 0) = sigmoid(-logit) from a table on [-16, 16] with linear
 # interpolation (4096 cells), instead of an exp and a divide per pixel. The table is built
 # with fexp (libm-free, so identical on every machine); interpolation error <= 1e-6 in
@@ -108,13 +117,7 @@ def _bern(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr, 
     one = np.uint64(1) << p
     one_f = np.float64(one)
     mask = one - np.uint64(1)
-    cdelta, ctab = cx[0], cx[1]
-    if mode == PUSH:
-        perm, fdelta, ftab = cx[5], cx[6], cx[7]
-    else:
-        perm, fdelta, ftab = cx[2], cx[3], cx[4]
-    W = geo[0]
-    edge = W - 1 if mode == PUSH else 0
+    cdelta, ctab, perm, fdelta, ftab, W, edge = row_shift(cx, geo, mode)
     cprev = np.zeros(lane_hi - lane_lo, np.int64)
     for jj in range(D):
         j = D - 1 - jj if mode == PUSH else jj
@@ -158,13 +161,7 @@ def _bern(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr, 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
     mgain, coef, mbias, lscale, wbias, wgain = T
-    cdelta, ctab = cx[0], cx[1]
-    if mode == PUSH:
-        perm, fdelta, ftab = cx[5], cx[6], cx[7]
-    else:
-        perm, fdelta, ftab = cx[2], cx[3], cx[4]
-    W = geo[0]
-    edge = W - 1 if mode == PUSH else 0
+    cdelta, ctab, perm, fdelta, ftab, W, edge = row_shift(cx, geo, mode)
     n, D, _ = feats.shape
     p = np.uint64(prec)
     one = np.uint64(1) << p
