@@ -43,6 +43,13 @@ LANE_OVERHEAD_SHARE = 0.0035
 LANE_HEAD_BITS = 96
 SHARD_ENTRY_BITS = 120
 MAX_AUTO_LANES = 256
+# Random access: a range decode decodes whole lanes one row per step, so it costs a
+# lane's length (about N / lanes steps at batch 1) against N for a full decode. From
+# RANGE_MIN_IMAGES images on (where a full decode takes seconds) the default spends up to
+# RANGE_SHARE of the file on lanes instead of LANE_OVERHEAD_SHARE: shorter lanes, faster
+# range decodes, a slightly larger file (docs/SCALING.md has the trade-off).
+RANGE_MIN_IMAGES = 1 << 15
+RANGE_SHARE = 0.01
 # Shards are the unit of range decoding: ceil(lanes / MAX_SHARDS) lanes each (one lane
 # each up to MAX_SHARDS lanes), and no shard above SHARD_MAX_IMAGES images. They are coded
 # in lockstep groups whose lanes share one message set, so a step is one network batch and
@@ -229,7 +236,8 @@ class Codec:
         Adam learning rate of the K-step optimisation (the paper uses 5e-3 on MNIST).
     lanes : int, optional
         Number of independent rANS messages. Default: chosen from N so that per-lane
-        overhead stays near 0.35 % of the file.
+        overhead stays near 0.35 % of the file, or near 1 % from 32 768 images on
+        (shorter lanes for range decodes).
     seed : int
         Seed of the initial bits and of the K-step noise; stored in the file.
     threads : int, optional
@@ -272,14 +280,15 @@ class Codec:
 
     # ------------------------------------------------------------------ helpers
     def choose_lanes(self, n: int) -> int:
-        """Lanes for n images: as many as keep per-lane overhead near LANE_OVERHEAD_SHARE."""
+        """Lanes for n images: as many as keep per-lane overhead near LANE_OVERHEAD_SHARE
+        of the file, or RANGE_SHARE from RANGE_MIN_IMAGES images on (random access)."""
         if self.lanes:
             return max(1, min(int(self.lanes), n))
         m = self.model
-        bits_per_image = m.expected_bits_per_dim * m.dim
         active = m.latent - len(self.inactive_dims)
         per_lane = LANE_HEAD_BITS + SHARD_ENTRY_BITS + active * m.precision["latent_bits"]
-        lanes = math.floor(n * bits_per_image * LANE_OVERHEAD_SHARE / per_lane)
+        share = RANGE_SHARE if n >= RANGE_MIN_IMAGES else LANE_OVERHEAD_SHARE
+        lanes = math.floor(n * m.expected_bits_per_dim * m.dim * share / per_lane)
         return max(1, min(lanes, MAX_AUTO_LANES, n))
 
     def _centres(self, bits: int) -> np.ndarray:
