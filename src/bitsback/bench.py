@@ -180,7 +180,7 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
         lo, hi = t * lanes, min(n, (t + 1) * lanes)
         xs, za = codec._decode_step(msgs, hi - lo, prec, zbuf)
         mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        codec._push_posterior(msgs, mu, sigma, za, prec)
+        codec._push_posterior(msgs, codec._active(mu), codec._active(sigma), za, prec)
         x[lo:hi] = xs
         times[t] = clock() - t0
     if not msgs.is_initial():

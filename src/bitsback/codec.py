@@ -301,9 +301,9 @@ class Codec:
     # median bucket in every image, known to both sides. A collapsed dim (posterior = prior
     # whatever the image) tells the decoder nothing and nets zero bits per image, but its
     # pop still needs latent_bits on the stack, so each lane's first image would borrow
-    # them as initial bits: leaving it out saves that per lane. The coder works on the
-    # active columns only: ``za`` (rows, active) bucket indices, ``_active`` selects the
-    # posterior's active columns, ``_decoder_z`` builds the decoder's full z.
+    # them as initial bits: leaving it out saves that per lane. The step functions work on
+    # active columns only: ``za`` (rows, active) bucket indices, and mu / sigma as
+    # ``_active`` selects them; ``_decoder_z`` builds the decoder's full z.
     def _active(self, a: np.ndarray) -> np.ndarray:
         """The coded (active) columns of a (n, latent) array, C-contiguous."""
         return a if self._free is None else a[:, self._free]
@@ -343,8 +343,9 @@ class Codec:
         return self._pop_x(msgs, self.decoder(z=self._decoder_z(za, bits, zbuf)), prec["likelihood"]), za
 
     def _push_posterior(self, msgs, mu, sigma, za, prec) -> None:
-        """The decode step's second half: za pushed under the posterior (the bits back)."""
-        cdf.latent.push_posterior(msgs, self._active(mu), self._active(sigma), za, prec["posterior"], prec["latent_bits"], popped=True)
+        """The decode step's second half, given the posterior's active columns: za pushed
+        under the posterior (the bits back)."""
+        cdf.latent.push_posterior(msgs, mu, sigma, za, prec["posterior"], prec["latent_bits"], popped=True)
 
     @property
     def inactive_dims(self) -> tuple:
@@ -553,7 +554,7 @@ class Codec:
             mu, sigma = self._encode_rows(xs)
             if self.k_steps:
                 mu, sigma = self._refine_step(lay, t, xs, mu, sigma)
-            self._push_posterior(group, mu, sigma, za, prec)
+            self._push_posterior(group, self._active(mu), self._active(sigma), za, prec)
             if progress:
                 progress(len(idx))
             if t % EXHAUSTED_CHECK_STEPS == 0:

@@ -323,16 +323,18 @@ def _row_shift(offs, Q, cdelta, ctab, step):
     weight Q**t) is carried over; the others are read afresh. perm is empty (every
     context computed in full) when there are more than ROW_SHIFT_MAX_CONTEXTS contexts."""
     T = len(offs)
-    where = {(int(dy), int(dx)): t for t, (dy, dx) in enumerate(offs)}
-    carried = [(t, where[(int(dy), int(dx) + step)]) for t, (dy, dx) in enumerate(offs) if (int(dy), int(dx) + step) in where]
-    fresh = np.array([t for t, (dy, dx) in enumerate(offs) if (int(dy), int(dx) + step) not in where], np.intp)
     C = Q ** T
     if C > ROW_SHIFT_MAX_CONTEXTS:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, 256), np.int32)
+    where = {(int(dy), int(dx)): t for t, (dy, dx) in enumerate(offs)}
     digits = (np.arange(C)[:, None] // Q ** np.arange(T)[None, :]) % Q
-    perm = np.zeros(C, np.int64)
-    for t, src in carried:
-        perm += digits[:, src] * Q ** t
+    perm, fresh = np.zeros(C, np.int64), []
+    for t, (dy, dx) in enumerate(offs):
+        src = where.get((int(dy), int(dx) + step))
+        if src is None:
+            fresh.append(t)
+        else:
+            perm += digits[:, src] * Q ** t
     return (np.ascontiguousarray(perm, np.int32), np.ascontiguousarray(cdelta[fresh], np.int64),
             np.ascontiguousarray(ctab[fresh], np.int32))
 
@@ -353,7 +355,7 @@ class Context:
         R, P = int(-allo[:, 0].min()), int(np.abs(allo[:, 1]).max())
         self.H, self.D, Wp = H, H * W, W + 2 * P
         self.geo = (W, Wp, R, P)
-        self.cdelta = np.ascontiguousarray(offs[:, 0] * Wp + offs[:, 1])
+        cdelta = np.ascontiguousarray(offs[:, 0] * Wp + offs[:, 1])
         self.ldelta = np.ascontiguousarray(self.lin[:, 0] * Wp + self.lin[:, 1])
         thr = np.asarray(spec["thresholds"], np.int64).reshape(-1)
         if thr.size > 8:
@@ -362,9 +364,8 @@ class Context:
         if C > 1 << 24:
             raise BitsbackError(f"context: {Q}**{len(offs)} contexts is too many")
         bucket = (np.arange(256)[:, None] >= thr[None, :]).sum(1)
-        self.ctab = np.ascontiguousarray((Q ** np.arange(len(offs)))[:, None] * bucket[None, :], np.int32)
-        self.cx = (self.cdelta, self.ctab, *_row_shift(offs, Q, self.cdelta, self.ctab, +1),
-                   *_row_shift(offs, Q, self.cdelta, self.ctab, -1))
+        ctab = np.ascontiguousarray((Q ** np.arange(len(offs)))[:, None] * bucket[None, :], np.int32)
+        self.cx = (cdelta, ctab, *_row_shift(offs, Q, cdelta, ctab, +1), *_row_shift(offs, Q, cdelta, ctab, -1))
         self.ulut = np.arange(256) / 127.5 - 1.0     # u = n / 127.5 - 1, the linear neighbour input
         self.tables = tuple(np.ascontiguousarray(tables[name], np.float32) for name in TABLES[likelihood])
         for name, t in zip(TABLES[likelihood], self.tables):

@@ -367,7 +367,11 @@ def mix_start(k, scratch, M, one):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def mix_quantise(F, k, M, one):
-    """Start of bin k (0..256) from the mixture CDF F at k - 1/2 (mix_start's last step)."""
+    """Start of bin k (0..256) from the mixture CDF F at k - 1/2 (mix_start's last step).
+
+    Same edges as quantise, kept apart on purpose: quantise takes the exp and converts
+    through int32 (vectorised single-logistic push); routing it through this function
+    made that push about 30 % slower (165 -> 222 ns/symbol), files unchanged."""
     if k <= 0:
         return np.uint64(0)
     if k >= 256:
