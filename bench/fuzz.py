@@ -80,8 +80,11 @@ def split(blob: bytes):
     _, version, hlen = _PREFIX.unpack_from(blob)
     head = blob[_PREFIX.size : _PREFIX.size + hlen]
     if version >= 2:
+        from bitsback.container import ZDICT
+
         try:
-            head = zlib.decompress(head)
+            d = zlib.decompressobj(zdict=ZDICT) if version >= 4 else zlib.decompressobj()
+            head = d.decompress(head) + d.flush()
         except zlib.error:
             pass
     (plen,) = _U64.unpack_from(blob, _PREFIX.size + hlen)
@@ -97,14 +100,16 @@ def forge(head: bytes, payload: bytes, version: int | None = None, hlen: int | N
           deflate: bool | None = None) -> bytes:
     """``body + sha256(body)`` around any header bytes and payload (lengths overridable);
     the current container version by default. ``deflate`` zlib-compresses the header bytes
-    first (as versions >= 2 store them; the default for those versions)."""
-    from bitsback.container import MAGIC, VERSION
+    first (as versions >= 2 store them, against ZDICT from version 4; the default for those
+    versions)."""
+    from bitsback.container import MAGIC, VERSION, ZDICT
 
     version = VERSION if version is None else version
     if deflate is None:
         deflate = version >= 2
     if deflate:
-        head = zlib.compress(head)
+        z = zlib.compressobj(zdict=ZDICT) if version >= 4 else zlib.compressobj()
+        head = z.compress(head) + z.flush()
     body = (_PREFIX.pack(MAGIC, version, len(head) if hlen is None else hlen) + head
             + _U64.pack(len(payload) if plen is None else plen) + payload)
     return seal(body)

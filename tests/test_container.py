@@ -10,6 +10,7 @@ from bitsback.errors import FormatError, LimitError
 
 SH = "a" * 16      # a shard digest: 64 bits in version 3
 SH_V2 = "a" * 32   # 128 bits in versions 1 and 2
+ZDICT_SHA256 = "de6b73d679611dab31ff6557a963f8918150fc2287ee2096e7192987b0f9e3f7"  # container.ZDICT, frozen with version 4
 
 
 def header(**over):
@@ -151,8 +152,28 @@ def test_shard_digests_have_their_version_s_length(version, digest):
 def test_new_files_have_a_compressed_header():
     h0 = header(shards=[[1, 1, 0, SH]] * 10)
     blob = container.pack(h0, b"")
-    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 3
+    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 4
     assert struct.unpack_from("<I", blob, 8)[0] < len(json.dumps(h0))
+
+
+def test_version_4_headers_use_the_pinned_dictionary():
+    """ZDICT is part of format 4: a changed byte would make every version-4 file
+    unreadable. Compressing against it must beat plain zlib on a typical header."""
+    assert hashlib.sha256(container.ZDICT).hexdigest() == ZDICT_SHA256
+    h0 = header(shards=[[4, 1, 5, SH], [6, 1, 8, SH]])
+    blob = container.pack(h0, b"payload-bytes")
+    hlen = struct.unpack_from("<I", blob, 8)[0]
+    plain = zlib.compress(json.dumps(h0, sort_keys=True, separators=(",", ":")).encode(), 9)
+    assert hlen < len(plain) - 50
+    # a version-3 reader (no dictionary) cannot read it: the version number says which
+    with pytest.raises(FormatError, match="zlib"):
+        container.unpack(blob[:6] + struct.pack("<H", 3) + blob[8:-32] + hashlib.sha256(blob[:6] + struct.pack("<H", 3) + blob[8:-32]).digest())
+
+
+def test_version_3_headers_without_a_dictionary_are_still_read():
+    h0 = header(shards=[[4, 1, 5, SH], [6, 1, 8, SH]])
+    h, p = container.unpack(forge(h0, b"payload-bytes", version=3))
+    assert h == {**h0, "version": 3} and bytes(p) == b"payload-bytes"
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ Layout (all integers little-endian)::
     0       8 bytes   magic b"BBANS\\x00" + u16 format version
     8       u32       header length H (<= Limits.max_header_bytes)
     12      H bytes   header: UTF-8 JSON (fields: see HEADER_FIELDS), zlib-compressed
-                      (version 2; version 1 files hold the JSON uncompressed and are still read)
+                      against the preset dictionary ZDICT (version 4; versions 2-3 without
+                      it, version 1 uncompressed: all still read)
     12+H    u64       payload length P (must equal what is left before the checksum)
     20+H    P bytes   payload: the serialised messages of all lanes (bitsback._rans)
     end-32  32 bytes  sha256 of every byte before it
@@ -31,11 +32,27 @@ MAGIC = b"BBANS\x00"
 # are small so that a range decode is cheap); version 1 (plain JSON) is still read.
 # Version 3 drops each shard payload's 8-byte message frame and halves the shard digests
 # (see codec.py); the reader reports the version as header["version"].
-VERSION = 3
-READ_VERSIONS = (1, 2, 3)
+# Version 4 compresses the header against ZDICT: 250 bytes less per file, which is most of
+# a one-image file's header and 0.2 % of 10 000 binary MNIST images.
+VERSION = 4
+READ_VERSIONS = (1, 2, 3, 4)
 _PREFIX = struct.Struct("<6sHI")
 _U64 = struct.Struct("<Q")
 _DIGEST = 32
+
+# zlib preset dictionary of version-4 headers: the field names and common values, the most
+# frequent last (zlib reaches back into it as into text already seen). It is part of the
+# format: changing a byte makes every version-4 header unreadable, so a new dictionary
+# needs a new version (a test pins its sha256).
+ZDICT = (
+    b'"logistic_mixture","logistic","bernoulli","machine":"aarch64","machine":"arm64","machine":"AMD64",'
+    b'"provider":"CUDAExecutionProvider","mnist-grey-mlp","mnist-binary-mlp","likelihood":"logistic_context",'
+    b'"inactive_dims":[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31],'
+    b'{"data_sha256":"","dtype":"uint8","inactive_dims":[],"k_steps":0,"lanes":1,"latent":32,"levels":256,'
+    b'"likelihood":"bernoulli_context","lr":0.005,"model":{"name":"mnist-grey","sha256":""},"n":1,'
+    b'"precision":{"latent_bits":12,"likelihood":24,"posterior":24},"runtime":{"machine":"x86_64","numpy":"2.",'
+    b'"onnxruntime":"1.","provider":"CPUExecutionProvider"},"seed":0,"shape":[28,28],"shards":[[1,1,'
+)
 
 # name -> (type, required). Unknown fields are ignored (forward compatibility within a version).
 HEADER_FIELDS = {
@@ -87,7 +104,8 @@ def pack(header: dict, payload: bytes) -> bytes:
 def prefix(header: dict, payload_len: int) -> bytes:
     """Everything before the payload: magic, version, header length, header, payload length."""
     header = {k: v for k, v in header.items() if k != "version"}  # the prefix holds it
-    head = zlib.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(), 9)
+    z = zlib.compressobj(9, zdict=ZDICT)
+    head = z.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode()) + z.flush()
     return b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(payload_len)))
 
 
@@ -130,7 +148,7 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
         raise FormatError("file is truncated inside its header")
     text = raw[:hlen]
     if version >= 2:
-        text = _inflate(text, limits.max_header_bytes)
+        text = _inflate(text, limits.max_header_bytes, ZDICT if version >= 4 else None)
     try:
         header = json.loads(text.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -152,9 +170,9 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
     return header, pstart, plen
 
 
-def _inflate(data: bytes, limit: int) -> bytes:
+def _inflate(data: bytes, limit: int, zdict: bytes | None = None) -> bytes:
     """zlib-decompress a header, never to more than ``limit`` bytes (no zlib bombs)."""
-    d = zlib.decompressobj()
+    d = zlib.decompressobj(zdict=zdict) if zdict else zlib.decompressobj()
     try:
         out = d.decompress(data, limit)
         if d.unconsumed_tail:
