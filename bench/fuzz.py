@@ -80,12 +80,12 @@ def split(blob: bytes):
     _, version, hlen = _PREFIX.unpack_from(blob)
     head = blob[_PREFIX.size : _PREFIX.size + hlen]
     if version >= 2:
-        from bitsback.container import ZDICT
+        from bitsback.container import inflate
+        from bitsback.errors import FormatError
 
         try:
-            d = zlib.decompressobj(zdict=ZDICT) if version >= 4 else zlib.decompressobj()
-            head = d.decompress(head) + d.flush()
-        except zlib.error:
+            head = inflate(head, 1 << 30, version)
+        except FormatError:     # LimitError included
             pass
     (plen,) = _U64.unpack_from(blob, _PREFIX.size + hlen)
     p0 = _PREFIX.size + hlen + _U64.size
@@ -102,14 +102,14 @@ def forge(head: bytes, payload: bytes, version: int | None = None, hlen: int | N
     the current container version by default. ``deflate`` zlib-compresses the header bytes
     first (as versions >= 2 store them, against ZDICT from version 4; the default for those
     versions)."""
-    from bitsback.container import MAGIC, VERSION, ZDICT
+    from bitsback.container import MAGIC, VERSION
+    from bitsback.container import deflate as deflate_header
 
     version = VERSION if version is None else version
     if deflate is None:
         deflate = version >= 2
     if deflate:
-        z = zlib.compressobj(zdict=ZDICT) if version >= 4 else zlib.compressobj()
-        head = z.compress(head) + z.flush()
+        head = deflate_header(head, version)
     body = (_PREFIX.pack(MAGIC, version, len(head) if hlen is None else hlen) + head
             + _U64.pack(len(payload) if plen is None else plen) + payload)
     return seal(body)

@@ -37,11 +37,11 @@ def header(**over):
 
 def forge(h, payload=b"abc", raw_header=None, version=container.VERSION):
     """A container with a valid checksum around an arbitrary (possibly hostile) header.
-    Version 1 stores the header bytes as they are (plain JSON), later versions zlib them;
-    a raw_header is stored as given (hostile zlib streams are the point)."""
+    Version 1 stores the header bytes as they are (plain JSON), later versions zlib them
+    (container.deflate); a raw_header is stored as given (hostile zlib streams are the point)."""
     head = raw_header if raw_header is not None else json.dumps(h).encode()
     if version >= 2 and raw_header is None:
-        head = zlib.compress(head)
+        head = container.deflate(head, version)
     body = struct.pack("<6sHI", container.MAGIC, version, len(head)) + head + struct.pack("<Q", len(payload)) + payload
     return body + hashlib.sha256(body).digest()
 

@@ -104,8 +104,7 @@ def pack(header: dict, payload: bytes) -> bytes:
 def prefix(header: dict, payload_len: int) -> bytes:
     """Everything before the payload: magic, version, header length, header, payload length."""
     header = {k: v for k, v in header.items() if k != "version"}  # the prefix holds it
-    z = zlib.compressobj(9, zdict=ZDICT)
-    head = z.compress(json.dumps(header, sort_keys=True, separators=(",", ":")).encode()) + z.flush()
+    head = deflate(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
     return b"".join((_PREFIX.pack(MAGIC, VERSION, len(head)), head, _U64.pack(payload_len)))
 
 
@@ -148,7 +147,7 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
         raise FormatError("file is truncated inside its header")
     text = raw[:hlen]
     if version >= 2:
-        text = _inflate(text, limits.max_header_bytes, ZDICT if version >= 4 else None)
+        text = inflate(text, limits.max_header_bytes, version)
     try:
         header = json.loads(text.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -170,9 +169,15 @@ def read_header(f, size: int, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, in
     return header, pstart, plen
 
 
-def _inflate(data: bytes, limit: int, zdict: bytes | None = None) -> bytes:
-    """zlib-decompress a header, never to more than ``limit`` bytes (no zlib bombs)."""
-    d = zlib.decompressobj(zdict=zdict) if zdict else zlib.decompressobj()
+def deflate(text: bytes, version: int = VERSION) -> bytes:
+    """Header bytes as a version (>= 2) stores them: zlib, against ZDICT from version 4."""
+    z = zlib.compressobj(9, zdict=ZDICT) if version >= 4 else zlib.compressobj(9)
+    return z.compress(text) + z.flush()
+
+
+def inflate(data: bytes, limit: int, version: int = VERSION) -> bytes:
+    """The inverse of :func:`deflate`, never to more than ``limit`` bytes (no zlib bombs)."""
+    d = zlib.decompressobj(zdict=ZDICT) if version >= 4 else zlib.decompressobj()
     try:
         out = d.decompress(data, limit)
         if d.unconsumed_tail:
