@@ -65,6 +65,11 @@ def test_structure(tiny_model, tmp_path, capsys):
     assert t["n_images"] == 24 and sum(c for c, _ in t["plan"]) == 24 and t["lanes"] == sum(sl for _, sl in t["plan"])
     for k in ("compress", "decompress"):
         assert t[k]["images_per_second"] > 0 and t[k]["MB_per_second"] > 0
+    # PNG on the same images inside the same repeats, and the ratios from those medians
+    assert t["png"]["codec"] == "PNG (optimize)" and len(t["png"]["seconds_all"]) == 1
+    for k in ("compress", "decompress"):
+        assert t["vs_png"][k] == pytest.approx(t[k]["images_per_second"] / t["png"]["images_per_second"])
+    assert "PNG (optimize)" in table
     lat = res["latency"]
     for mode in ("single", "chained"):
         for k in ("compress", "decompress"):

@@ -47,6 +47,23 @@ def test_round_trip_exact(lik, lanes):
     assert msgs.is_initial()
 
 
+@pytest.mark.parametrize("lanes", [1, 33])
+def test_mixture_pop_finds_unlikely_symbols(lanes):
+    """Symbols the model finds unlikely (uniform bytes, and 0 / 255 where it expects the
+    other end) make most pops miss their guessed bin, on either side and at any distance:
+    the lockstep bracket search must still land on exactly the pushed symbol."""
+    spec, head, x, feats = _case("logistic_context", n=lanes, seed=7)
+    rng = np.random.default_rng(lanes)
+    x = rng.integers(0, 256, x.shape, dtype=np.uint8)
+    x[:, ::7] = np.where(x[:, ::7] < 128, 255, 0)
+    ctx = Context("logistic_context", spec, head.tables())
+    msgs = Messages(lanes, 5)
+    ctx.push(msgs, feats.numpy(), x, 24)
+    y = ctx.pop(msgs, feats.numpy(), 24)
+    assert (y == x).all()
+    assert msgs.is_initial()
+
+
 @pytest.mark.parametrize("lik", ["bernoulli_context", "logistic_context"])
 def test_quantised_code_length_matches_torch_logprob(lik):
     spec, head, x, feats = _case(lik, n=8)

@@ -46,6 +46,9 @@ def _pil(fmt: str, **opts):
     return run
 
 
+PNG = "PNG (optimize)"
+
+
 def available() -> dict:
     """name -> function(images uint8 (N, H, W)) -> compressed bytes; only codecs importable here."""
     codecs = {
@@ -62,7 +65,7 @@ def available() -> dict:
     try:
         import PIL  # noqa: F401
 
-        codecs["PNG (optimize)"] = _pil("PNG", optimize=True)
+        codecs[PNG] = _pil("PNG", optimize=True)
         from PIL import features
 
         if features.check("webp"):

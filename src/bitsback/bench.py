@@ -361,9 +361,16 @@ def measure_rate(codec: Codec, x: np.ndarray, blob: bytes, seed: int) -> dict:
 
 
 def measure_throughput(codec: Codec, x: np.ndarray, repeats: int):
+    """Compress and decompress all of x, ``repeats`` times; medians. Pillow's PNG encoder
+    (optimize=True, one file per image, as baselines) runs on the same images inside each
+    repeat, so that the ratios compare numbers taken minutes apart at most, not runs of
+    different load: on a shared machine PNG's own speed moves as much as ours does."""
+    from . import baselines
+
     n = len(x)
     raw = x.size  # bytes of uint8 pixels
-    comp, decomp, blob = [], [], None
+    png = baselines.available().get(baselines.PNG)
+    comp, decomp, pngs, blob = [], [], [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         blob = codec.compress(x)
@@ -373,6 +380,10 @@ def measure_throughput(codec: Codec, x: np.ndarray, repeats: int):
         decomp.append(time.perf_counter() - t0)
         if not np.array_equal(y, x):
             raise RuntimeError("round trip failed")
+        if png:
+            t0 = time.perf_counter()
+            png(x)
+            pngs.append(time.perf_counter() - t0)
     tc, td = float(np.median(comp)), float(np.median(decomp))
     res = {
         "n_images": n,
@@ -383,6 +394,10 @@ def measure_throughput(codec: Codec, x: np.ndarray, repeats: int):
         "compress": {"seconds": tc, "seconds_all": comp, "images_per_second": n / tc, "MB_per_second": raw / tc / 1e6},
         "decompress": {"seconds": td, "seconds_all": decomp, "images_per_second": n / td, "MB_per_second": raw / td / 1e6},
     }
+    if png:
+        tp = float(np.median(pngs))
+        res["png"] = {"codec": baselines.PNG, "seconds": tp, "seconds_all": pngs, "images_per_second": n / tp}
+        res["vs_png"] = {"compress": tp / tc, "decompress": tp / td}
     return res, blob
 
 
@@ -587,6 +602,9 @@ def format_table(res: dict) -> str:
         for k in ("compress", "decompress"):
             L.append(f"  {k:<10} {t[k]['images_per_second']:10.1f} images/s  {t[k]['MB_per_second']:7.3f} MB/s  "
                      f"({t[k]['seconds']:.3f} s)")
+        if "png" in t:
+            L.append(f"  {t['png']['codec']:<10} {t['png']['images_per_second']:10.1f} images/s, same images, each repeat: "
+                     f"bitsback {t['vs_png']['compress']:.2f}x compress, {t['vs_png']['decompress']:.2f}x decompress")
     if "latency" in res:
         lt = res["latency"]
         L.append("")
