@@ -74,6 +74,34 @@ def test_range_decode_reads_only_its_shards(work, one_worker):
     assert not (d / "all.npy").exists()
 
 
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_two_workers_pass_images_through_shared_slots(work, one_worker, monkeypatch):
+    """Forked workers get a group's images and return a decode's through shared memory
+    slots (a spy counts them): same bytes, exact images, a worker's failure still a typed
+    error with no output, and the slots released with the pool."""
+    d, x = work
+    made, real = [], engine._Slots.__init__
+
+    def spy(self, count, size):
+        made.append((count, size))
+        real(self, count, size)
+
+    monkeypatch.setattr(engine._Slots, "__init__", spy)
+    engine.compress(d / "x.npy", d / "s.bba", MODEL, workers=2, lanes=24, force=True)
+    engine.decompress(d / "s.bba", d / "s.npy", workers=2, force=True)
+    assert (d / "s.bba").read_bytes() == one_worker and np.array_equal(np.load(d / "s.npy"), x)
+    header, _ = container.unpack(one_worker)
+    biggest = max(c for c, _, _, _ in header["shards"]) * 784
+    assert [c for c, _ in made] == [4, 4] and all(size >= biggest for _, size in made)
+    assert engine._slots is None
+    body = bytearray(one_worker[:-32])
+    body[len(body) - header["shards"][-1][2] // 2] ^= 0xFF      # inside the last shard
+    (d / "bad2.bba").write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+    with pytest.raises((IntegrityError, FormatError)):
+        engine.decompress(d / "bad2.bba", d / "bad2.npy", start=0, workers=2)
+    assert not (d / "bad2.npy").exists() and engine._slots is None and len(made) == 3
+
+
 def test_existing_output_kept(work, one_worker):
     d, _ = work
     (d / "keep.npy").write_bytes(b"keep")
