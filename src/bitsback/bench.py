@@ -19,6 +19,8 @@ rate
 throughput
     ``Codec.compress`` / ``decompress`` of all N images with the codec's lane count and
     shard plan; images/s and MB/s of raw pixels (N * dim bytes), median of R repeats.
+    Pillow's PNG encoder (optimize=True) runs on the same N images inside each repeat;
+    ``vs_png`` is the ratio of the medians (the issue's 2x-PNG criterion, one command).
 latency
     Per image, p50/p90/p99/max: (a) ``single``: one public API call per image
     (``codec.compress(x[i])`` then ``codec.decompress(blob)``, container included);
