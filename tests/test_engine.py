@@ -102,6 +102,21 @@ def test_two_workers_pass_images_through_shared_slots(work, one_worker, monkeypa
     assert not (d / "bad2.npy").exists() and engine._slots is None and len(made) == 3
 
 
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_workers_pickle_when_slots_cannot_be_mapped(work, one_worker, monkeypatch):
+    """A header may claim shards too big to map: the pool then falls back to pickles."""
+    d, x = work
+
+    def refuse(self, count, size):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(engine._Slots, "__init__", refuse)
+    engine.compress(d / "x.npy", d / "p.bba", MODEL, workers=2, lanes=24, force=True)
+    engine.decompress(d / "p.bba", d / "p.npy", workers=2, force=True)
+    assert (d / "p.bba").read_bytes() == one_worker and np.array_equal(np.load(d / "p.npy"), x)
+    assert engine._slots is None
+
+
 def test_existing_output_kept(work, one_worker):
     d, _ = work
     (d / "keep.npy").write_bytes(b"keep")

@@ -284,7 +284,10 @@ class _Pool:
         limit = 2 * self.workers
         with _slots_lock:       # one pool at a time maps slots; another pickles
             if group_bytes and self._forks and not self._started and _slots is None:
-                _slots = self._own_slots = _Slots(limit, group_bytes)
+                try:                # a header may claim huge shards: then pickle instead
+                    _slots = self._own_slots = _Slots(limit, group_bytes)
+                except (OSError, ValueError, OverflowError, MemoryError):
+                    pass
         held = None
         while True:
             if held is not None:        # the consumer is done with the last result
