@@ -464,7 +464,7 @@ def measure_k_sweep(codec: Codec, x: np.ndarray, k_max: int, baseline: Path | No
 
     encoders = {"shipped": None}
     if baseline is not None:
-        encoders["baseline"] = Network(baseline, device, threads)
+        encoders["baseline"] = Network(baseline, device)
     if k_max > 0 and codec._optimiser is None:
         from .inference import Optimiser  # torch: only on this path
 
@@ -724,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lanes", type=int, default=None, help="lane count (default: chosen from N)")
     ap.add_argument("--repeats", type=int, default=3, help="throughput repeats, the median is reported (default 3)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--threads", type=int, default=None, help="ignored (the networks run on one thread; see Codec)")
     ap.add_argument("--workers", type=int, default=None, help="shard threads (default: cores)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: rate,throughput,latency,k_sweep,classical")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object on the last stdout line")

@@ -31,7 +31,7 @@ import numpy as np
 from . import cdf, container
 from ._rans import Messages
 from .errors import BitsbackError, CorruptMessageError, FormatError, InputError, IntegrityError, ModelMismatchError
-from .runtime import Network, describe
+from .runtime import Network, describe, ignored_threads
 
 LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "bernoulli_context", "logistic_context")
 DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
@@ -245,7 +245,9 @@ class Codec:
     seed : int
         Seed of the initial bits and of the K-step noise; stored in the file.
     threads : int, optional
-        onnxruntime intra-op threads per call (default 1, or BITSBACK_THREADS).
+        Accepted for compatibility and ignored (a note on stderr when not 1): the networks
+        run on one thread, because with more onnxruntime rounds some rows differently by
+        batch and the file would not decode (runtime.THREADS). Parallelism: ``workers``.
     workers : int, optional
         Threads coding shards in parallel (default: the machine's cores). The output
         does not depend on it.
@@ -274,8 +276,9 @@ class Codec:
         if not 0 <= self.seed < 2**63:
             raise ValueError("seed must be in [0, 2**63)")
         self.workers = workers
-        self.encoder = Network(self.model.dir / "encoder.onnx", device, threads)
-        self.decoder = Network(self.model.dir / "decoder.onnx", device, threads)
+        ignored_threads(threads)
+        self.encoder = Network(self.model.dir / "encoder.onnx", device)
+        self.decoder = Network(self.model.dir / "decoder.onnx", device)
         self.inactive_dims = self.model.manifest.get("inactive_dims", [])
         self._framed = False  # shard payloads with the messages' frame (files before version 3)
         self.centres = {}

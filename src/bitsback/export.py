@@ -269,7 +269,7 @@ def mark_inactive(out_dir, images, kl_bits: float = INACTIVE_KL_BITS) -> list[in
     from .runtime import Network
 
     out_dir = Path(out_dir)
-    enc = Network(out_dir / "encoder.onnx", "cpu", 1)
+    enc = Network(out_dir / "encoder.onnx", "cpu")
     x = np.asarray(images, np.float32).reshape(len(images), -1)
     kl = 0.0
     for a in range(0, len(x), 4096):

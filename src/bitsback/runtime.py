@@ -32,11 +32,26 @@ def _announce(msg: str) -> None:
     print(f"bitsback: {msg}", file=sys.stderr)
 
 
-def default_threads() -> int:
-    """Intra-op threads: BITSBACK_THREADS, else 1 (the coder, not the network, is the
-    bottleneck for the bundled MLPs, and one thread per process scales across workers)."""
+# One intra-op thread, always: a session's outputs define the coder's CDFs, so a row must
+# come out the same whatever batch it is in, and compress and decompress batch the rows
+# differently (the encoder runs over all rows at once when compressing, over one step's
+# rows when decompressing; lockstep groups follow the worker count). With more threads
+# onnxruntime splits an element-wise kernel into blocks by the tensor's size, and an
+# element's value can depend on the block that computes it: with 2 threads,
+# mnist-binary's encoder gave rows 166 and 250 of a 500-row batch another sigma (its
+# Softplus) than batches of 1, 2 or 24 did, and a 500-image file did not decode. With one
+# thread rows are batch-invariant (test_onnxruntime_rows_do_not_depend_on_batch).
+# Parallelism comes from workers: lanes coded in other threads or processes.
+THREADS = 1
+
+
+def ignored_threads(threads) -> None:
+    """Say once that a thread count other than 1 (argument or BITSBACK_THREADS) is ignored."""
     env = os.environ.get("BITSBACK_THREADS")
-    return max(1, int(env)) if env else 1
+    for what, value in (("threads", threads), ("BITSBACK_THREADS", env)):
+        if value not in (None, "", 1, "1"):
+            _announce(f"{what}={value} ignored: the networks run on one thread (rows must not "
+                      "depend on the batch); use workers for parallelism")
 
 
 class Network:
@@ -45,11 +60,11 @@ class Network:
     Calls are thread-safe (onnxruntime sessions allow concurrent ``run``).
     """
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, device: str = "auto"):
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or default_threads()
+        opts.intra_op_num_threads = THREADS
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
