@@ -184,6 +184,15 @@ def test_onnxruntime_rows_do_not_depend_on_batch(codecs, images, model):
             out = net(**{name: np.ascontiguousarray(rows[ix])})
             for key, v in ref.items():
                 assert np.array_equal(out[key], v[ix]), (net, key, ix[:4])
+    # and a batch as large as compression's (all rows at once) against single rows
+    x = images[model].reshape(len(images[model]), -1).astype(np.float32)
+    z = centres[rng.integers(0, len(centres), (len(x), codec.model.latent))]
+    for net, name, rows in ((codec.encoder, "x", x), (codec.decoder, "z", z)):
+        ref = net(**{name: rows})
+        for i in range(0, len(rows), 7):
+            out = net(**{name: rows[i : i + 1]})
+            for key, v in ref.items():
+                assert np.array_equal(out[key], v[i : i + 1]), (net, key, i)
 
 
 @pytest.mark.parametrize("model,k", [("mnist-binary", 0), ("mnist-grey", 0), ("mnist-binary", 2)])
