@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 
-def bitsback(*args, env=None):
+def bitsback(*args):
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "bitsback", *args, "-q", "--json"], capture_output=True, text=True, env=env)
+    p = subprocess.run([sys.executable, "-m", "bitsback", *args, "-q", "--json"], capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"bitsback {' '.join(args)} failed:\n{p.stderr}")
@@ -57,7 +57,7 @@ def in_process(path, repeats):
 
     blob = Path(path).read_bytes()
     header, _ = container.unpack(blob)
-    codec = Codec(header["model"]["name"], workers=1, threads=1)
+    codec = Codec(header["model"]["name"], workers=1)
     codec.decompress(blob, start=0, stop=1)  # warm-up: numba's compiled functions
     res = {}
     for name, rng in (("full", (None, None)), ("range_100", (30000, 30100))):
@@ -111,7 +111,6 @@ def main(argv=None):
     ap.add_argument("--range-lanes", type=int, default=128, help="lanes of the random-access file")
     a = ap.parse_args(argv)
     binarize = ["--binarize"] if "binary" in a.model else []
-    env = dict(os.environ, BITSBACK_THREADS="1")
     out = {"data": a.data, "model": a.model, "cores": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -459,7 +459,7 @@ def out_lanes(codec: Codec, n: int) -> int:
     return sum(sl for _, sl in codec.plan(n))
 
 
-def measure_k_sweep(codec: Codec, x: np.ndarray, k_max: int, baseline: Path | None, device: str, threads) -> dict:
+def measure_k_sweep(codec: Codec, x: np.ndarray, k_max: int, baseline: Path | None, device: str) -> dict:
     from .runtime import Network
 
     encoders = {"shipped": None}
@@ -555,7 +555,7 @@ def run(model="mnist-binary", data=None, n=None, k_max=8, k_n=1000, latency_n=10
         base = Path(baseline_encoder) if baseline_encoder else find_baseline_encoder(m.dir, m.manifest)
         if base is not None and base.is_dir():
             base = base / "encoder.onnx"
-        res["k_sweep"] = measure_k_sweep(codec, x[:k_n], k_max, base, device, threads)
+        res["k_sweep"] = measure_k_sweep(codec, x[:k_n], k_max, base, device)
         res["k_sweep"]["baseline_encoder"] = str(base) if base else None
         _log(f"K sweep done ({time.perf_counter() - t0:.1f} s)")
     if "classical" in sections:

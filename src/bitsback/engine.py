@@ -159,7 +159,7 @@ _worker_codec: Codec | None = None
 def _settings(codec: Codec) -> dict:
     return {
         "model": str(codec.model.dir), "device": codec.device, "k_steps": codec.k_steps, "lr": codec.lr,
-        "lanes": codec.lanes, "seed": codec.seed, "threads": 1, "workers": 1,
+        "lanes": codec.lanes, "seed": codec.seed, "workers": 1,
     }
 
 
@@ -300,7 +300,7 @@ class _Pool:
                 pending.append(self._submit(kind, job))
             if not pending:
                 return
-            result, held = self._result(pending.popleft())
+            result, held = self._result(kind, pending.popleft())
             yield result
 
     @property
@@ -313,7 +313,7 @@ class _Pool:
             fn = self._enc if kind == "encode" else self._dec
             return fn.remote(self._settings, *job), None
         if not hasattr(self, "_pool"):
-            return (kind, job), None
+            return job, None
         if self._own_slots is None:
             return self._pool.submit(_encode if kind == "encode" else _decode, *job), None
         slots = self._own_slots
@@ -327,7 +327,7 @@ class _Pool:
             return self._pool.submit(_encode_slot, slot, meta), slot
         return self._pool.submit(_decode_slot, slot, *job), slot
 
-    def _result(self, handle):
+    def _result(self, kind, handle):
         """(result, the slot it holds or None)."""
         handle, slot = handle
         if self.engine == "ray":
@@ -344,7 +344,7 @@ class _Pool:
             except BaseException:
                 self._own_slots.free.append(slot)
                 raise
-            if isinstance(r, tuple):        # encode: (blobs, digests)
+            if kind == "encode":            # the worker has read its images
                 self._own_slots.free.append(slot)
                 return r, None
             xs, off = [], 0                 # decode: each shard's images, in the slot
@@ -352,10 +352,9 @@ class _Pool:
                 xs.append(self._own_slots.view(slot, off, shape))
                 off += int(np.prod(shape))
             return xs, slot
-        kind, job = handle
         global _worker_codec
         _worker_codec = self._local
-        return (_encode if kind == "encode" else _decode)(*job), None
+        return (_encode if kind == "encode" else _decode)(*handle), None
 
     def close(self):
         global _slots
@@ -410,7 +409,7 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
             raise BitsbackError(f"output {dst} is an input file; refusing to overwrite it")
     if dst.exists() and not force:
         raise FileExistsError(f"{dst} exists; pass --force to overwrite")
-    codec = Codec(model, threads=1, workers=1, **codec_args)
+    codec = Codec(model, workers=1, **codec_args)
     src = open_source(list(srcs))
     if src.shape != codec.model.shape:
         raise InputError(f"model {codec.model.name} codes images of shape {codec.model.shape}; input has {src.shape}")
@@ -508,7 +507,7 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
         whole = (lo, hi) == (0, n)
         if whole:
             container.verify_checksum(f, size)
-        codec = Codec(model or header["model"]["name"], threads=1, workers=1, **codec_args).for_header(header)
+        codec = Codec(model or header["model"]["name"], workers=1, **codec_args).for_header(header)
         jobs, first, offset = [], 0, pstart
         for g, (count, lanes, nbytes, digest) in enumerate(header["shards"]):
             if first < hi and first + count > lo:
