@@ -28,6 +28,7 @@ def _sess(path):
     (dict(likelihood="logistic", levels=256, preprocess="none"), "float32"),
     (dict(likelihood="logistic_mixture", levels=256, mixture=2, preprocess="none"), "float16"),
     (dict(likelihood="bernoulli", levels=2, preprocess="binarize", head_rank=8), "float16"),
+    (dict(likelihood="bernoulli", levels=2, preprocess="binarize", enc_hidden=[48, 40], enc_rank=8), "float16"),
 ])
 def test_export_parity_and_load_torch(tmp_path, cfg, weights):
     torch.manual_seed(0)

@@ -144,3 +144,30 @@ def test_low_rank_head_from_a_trained_vae(tmp_path):
     back = build_vae({**ck3["config"], "head_rank": 0})[1]
     train.load_decoder(back, dict(dec3.state_dict()))
     torch.testing.assert_close(back(z), dec3(z), rtol=1e-4, atol=1e-4)
+
+
+def test_smaller_encoder_from_a_trained_vae(tmp_path):
+    """train encoder --enc-rank / --enc-hidden: a rank-r input layer starts from the
+    truncated SVD of the trained one (at full rank: the same encoder), other hidden sizes
+    start afresh; the decoder stays frozen and the new shape is in the checkpoint."""
+    common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
+    full = tmp_path / "full"
+    assert train.main(["vae", "--out", str(full), "--epochs", "1", "--latent", "4", "--hidden", "32", *common]) == 0
+    enc, dec, ck = train.load_ckpt(full / "best.pt")
+    x = _data(2)
+    cfg, same = train.resized_encoder(enc, ck["config"], rank=32)
+    assert cfg["enc_rank"] == 32
+    for a, b in zip(same(x), enc(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _, low = train.resized_encoder(enc, ck["config"], rank=3)
+    W, product = enc.body[0].weight, low.body[0][1].weight @ low.body[0][0].weight
+    S = torch.linalg.svdvals(W)
+    torch.testing.assert_close(torch.linalg.norm(W - product), torch.linalg.norm(S[3:]), rtol=1e-4, atol=1e-5)
+    out = tmp_path / "small"
+    assert train.main(["encoder", "--init", str(full / "best.pt"), "--out", str(out), "--epochs", "1",
+                       "--enc-hidden", "16,8", "--enc-rank", "4", *common]) == 0
+    enc2, dec2, ck2 = train.load_ckpt(out / "best.pt")
+    assert ck2["config"]["enc_hidden"] == [16, 8] and ck2["config"]["enc_rank"] == 4
+    assert enc2.body[0][0].weight.shape == (4, 784) and enc2.head.weight.shape == (8, 8)
+    for k, v in dec.state_dict().items():
+        assert torch.equal(v, dec2.state_dict()[k]), k

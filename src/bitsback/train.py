@@ -414,6 +414,32 @@ def _already_done(args) -> bool:
     return False
 
 
+def resized_encoder(enc, model_cfg: dict, hidden=None, rank=None):
+    """(config, encoder) with other hidden sizes and / or input-layer rank. Layers whose
+    shapes are kept start from enc's weights; a rank-r input layer starts from the
+    truncated SVD of enc's input matrix (W ~ (U_r S_r) V_r^T, the closest rank-r matrix);
+    other layers start afresh."""
+    cfg = dict(model_cfg)
+    if hidden is not None:
+        cfg["enc_hidden"] = [int(h) for h in hidden.split(",")]
+    if rank is not None:
+        cfg["enc_rank"] = int(rank)
+    new = build_vae(cfg)[0]
+    old, state = enc.state_dict(), new.state_dict()
+    for k, v in old.items():
+        if k in state and state[k].shape == v.shape:
+            state[k] = v.clone()
+    if cfg.get("enc_rank") and "body.0.weight" in old and old["body.0.weight"].shape == state["body.0.1.weight"].shape[:1] + old["body.0.weight"].shape[1:]:
+        r = cfg["enc_rank"]
+        U, S, Vh = torch.linalg.svd(old["body.0.weight"], full_matrices=False)
+        state["body.0.0.weight"] = Vh[:r].contiguous()
+        state["body.0.0.bias"] = torch.zeros(r)
+        state["body.0.1.weight"] = (U[:, :r] * S[:r]).contiguous()
+        state["body.0.1.bias"] = old["body.0.bias"].clone()
+    new.load_state_dict(state)
+    return cfg, new
+
+
 def cmd_encoder(args):
     if _already_done(args):
         return
@@ -421,6 +447,9 @@ def cmd_encoder(args):
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     enc, dec, ck = load_ckpt(args.init, args.device)
     model_cfg = ck["config"]
+    if args.enc_hidden is not None or args.enc_rank is not None:
+        model_cfg, enc = resized_encoder(enc, model_cfg, args.enc_hidden, args.enc_rank)
+        enc.to(args.device)
     pre = ck["meta"].get("preprocess", "none")
     x = load_images(args.data, pre)
     x_train, x_val = split_train_val(x, args.n_val, seed=0)
@@ -695,6 +724,9 @@ def build_parser():
     p.add_argument("--sigma", type=float, default=0.2, help="denoising noise std (fraction of pixel range)")
     p.add_argument("--samples", default="prior", choices=["prior", "posterior"],
                    help="model samples from z ~ p(z) or z ~ q(z|x_train) (paper's CIFAR variant)")
+    p.add_argument("--enc-hidden", default=None, help="new encoder hidden sizes, e.g. 256,256 (default: --init's)")
+    p.add_argument("--enc-rank", type=int, default=None,
+                   help="new encoder's input layer at this rank (from --init's by truncated SVD when its shape allows)")
     p.set_defaults(func=cmd_encoder)
     p = sub.add_parser("eval", help="test metrics of a checkpoint or exported model folder")
     p.add_argument("--model", required=True)

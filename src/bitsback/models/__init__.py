@@ -32,7 +32,7 @@ def build_vae(config: dict):
     cfg = {**DEFAULT_CONFIG, **config}
     dim = int(np.prod(cfg["image_shape"]))
     if cfg["arch"] == "mlp":
-        enc = MLPEncoder(dim, cfg["latent"], cfg["hidden"], cfg["levels"])
+        enc = MLPEncoder(dim, cfg["latent"], cfg.get("enc_hidden") or cfg["hidden"], cfg["levels"], cfg.get("enc_rank", 0))
         ctx = cfg.get("context")
         if cfg["likelihood"].endswith("_context") and not ctx:
             ctx = make_spec(cfg["likelihood"], cfg["image_shape"])

@@ -23,12 +23,17 @@ class MLPEncoder(nn.Module):
     """x (B, D) raw symbols -> (mu, sigma), each (B, Z); sigma = softplus(.) + 1e-5 > 0.
 
     Inputs are divided by ``levels - 1`` inside the graph, so callers pass 0/1 or 0..255.
+    ``rank`` > 0 makes the input layer a rank-r product (D -> r -> hidden[0]): the
+    D x hidden[0] matrix is most of the encoder's cost, and a decode runs the encoder
+    at every step.
     """
 
-    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500, 500), levels: int = 2):
+    def __init__(self, dim: int, latent: int, hidden: Sequence[int] = (500, 500), levels: int = 2, rank: int = 0):
         super().__init__()
         self.scale = 1.0 / float(levels - 1)
         self.body = _mlp([dim, *hidden])
+        if rank:
+            self.body[0] = nn.Sequential(nn.Linear(dim, rank), nn.Linear(rank, hidden[0]))
         self.head = nn.Linear(hidden[-1], 2 * latent)
         self.latent = latent
 
