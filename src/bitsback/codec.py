@@ -41,7 +41,7 @@ DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 # its active latent dims (at most latent_bits each; inactive dims cost nothing). More lanes
 # mean larger network batches and more lanes per worker (faster); the share keeps the
 # file within 1 % of -ELBO with the rest of the overhead (header, discretisation):
-# 10 000 binary MNIST images get 24 lanes, the file +0.93 % over -ELBO; 19 lanes (share
+# 10 000 binary MNIST images get 24 lanes, the file +0.92 % over -ELBO; 19 lanes (share
 # 0.6 %) gave +0.80 % and coded 11-12 % fewer images/s with 2 workers (docs/BENCHMARKS.md).
 LANE_OVERHEAD_SHARE = 0.0075
 LANE_HEAD_BITS = 96
