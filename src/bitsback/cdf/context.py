@@ -179,7 +179,7 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
     F0 = np.empty(L)
     F1 = np.empty(L)
     u = np.empty(J)
-    bl = np.empty(L, np.int64)      # pop: the lanes whose bracket is wider than one bin
+    bl = np.empty(L, np.int64)      # stage 4: lanes whose bin is not 0; 5 (pop): lanes whose bracket is wider than one bin
     blo = np.empty(L, np.int64)
     bhi = np.empty(L, np.int64)
     sblo = np.empty(L, np.uint64)
@@ -244,13 +244,22 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
                 sym[l] = guess(heads[lane_lo + l] & mask, mu[best, l], inv_s[best, l], one)
             else:
                 sym[l] = np.int64(x[lane_lo + l, j])
-        # stage 4: the mixture CDF at both edges of that bin (mix_start's sum, in its order)
+        # stage 4: the mixture CDF at both edges of that bin (mix_start's sum, in its order).
+        # Bin 0 starts at 0 whatever F (mix_quantise), so its lower edge is not evaluated:
+        # most pixels of a dark background are 0 (mnist-grey, replays of 40 steps' calls at
+        # 87 lanes, three runs: pops 4-5 % faster, pushes 2-7 %).
+        nz = 0
         for l in range(L):
             F0[l] = 0.0
             F1[l] = 0.0
+            if sym[l] > 0:
+                bl[nz] = l
+                nz += 1
         for k in range(K):
-            for l in range(L):
+            for q in range(nz):
+                l = bl[q]
                 F0[l] += w[k, l] * cdf_at(sym[l] - 0.5, mu[k, l], inv_s[k, l])
+            for l in range(L):
                 F1[l] += w[k, l] * cdf_at(sym[l] + 0.5, mu[k, l], inv_s[k, l])
         # stage 5: code. A pop brackets its symbol, [blo, bhi) with quantised starts
         # sblo <= cf < sbhi: the guess's bin when it holds cf, else the side of it that
