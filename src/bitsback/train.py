@@ -548,6 +548,7 @@ RECIPES = {
         # the 500 -> 3 x 784 output layer at rank 64, as for mnist-binary
         "lowrank": ("greyctxr64-vae", ["--head-rank", "64", "--context-lr-scale", "1", "--lr", "3e-4", "--epochs", "6",
                                        "--patience", "0"]),
+        # a smaller encoder, as for mnist-binary
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "1e-3",
                     "--epochs", "16", "--patience", "0", "--enc-hidden", "256,256", "--enc-rank", "64"],
         "seeds": [0],
