@@ -85,6 +85,25 @@ def test_wrong_model_raises(codecs, images):
         codecs["mnist-binary"].decompress(blob)
 
 
+def test_a_changed_model_of_the_same_name_is_refused_and_its_old_folder_decodes(tmp_path, codecs, images):
+    """A bundled model may change between versions under the same name: a file made with
+    the earlier folder is refused with a hint, and decodes with that folder."""
+    import shutil
+
+    old = tmp_path / "mnist-binary"
+    shutil.copytree(codecs["mnist-binary"].model.dir, old)
+    with np.load(old / "context.npz") as t:     # same tables, other bytes: another sha256
+        tables = dict(t)
+    np.savez_compressed(old / "context.npz", **tables)
+    earlier = bitsback.load(str(old), device="cpu")
+    assert earlier.model.name == "mnist-binary" and earlier.model.sha256 != codecs["mnist-binary"].model.sha256
+    x = images["mnist-binary"][:5]
+    blob = earlier.compress(x)
+    with pytest.raises(ModelMismatchError, match="has changed since"):
+        codecs["mnist-binary"].decompress(blob)
+    assert np.array_equal(earlier.decompress(blob), x)
+
+
 def test_corrupt_and_truncated_raise(codecs, images):
     blob = codecs["mnist-binary"].compress(images["mnist-binary"][:20])
     with pytest.raises(FormatError):

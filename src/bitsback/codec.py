@@ -684,6 +684,9 @@ class Codec:
             raise ModelMismatchError(
                 f"file was compressed with model {header['model']['name']!r} "
                 f"(sha256 {header['model']['sha256'][:12]}…); this codec holds {m.name!r} ({m.sha256[:12]}…)"
+                + ("; the model of that name has changed since the file was made: decode with the folder it was "
+                   "made with (--model DIR; for the bundled models docs/MODELS.md says where earlier versions are kept)"
+                   if header["model"]["name"] == m.name else "")
             )
         if tuple(header["shape"]) != m.shape or header["latent"] != m.latent or header["likelihood"] != m.likelihood:
             raise FormatError("header shape/latent/likelihood disagree with the model it names")
