@@ -429,9 +429,10 @@ def resized_encoder(enc, model_cfg: dict, hidden=None, rank=None):
     for k, v in old.items():
         if k in state and state[k].shape == v.shape:
             state[k] = v.clone()
-    if cfg.get("enc_rank") and "body.0.weight" in old and old["body.0.weight"].shape == state["body.0.1.weight"].shape[:1] + old["body.0.weight"].shape[1:]:
+    W = old.get("body.0.weight")        # enc's input layer, when it is one full matrix
+    if cfg.get("enc_rank") and W is not None and W.shape[0] == state["body.0.1.weight"].shape[0]:
         r = cfg["enc_rank"]
-        U, S, Vh = torch.linalg.svd(old["body.0.weight"], full_matrices=False)
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
         state["body.0.0.weight"] = Vh[:r].contiguous()
         state["body.0.0.bias"] = torch.zeros(r)
         state["body.0.1.weight"] = (U[:, :r] * S[:r]).contiguous()
