@@ -34,7 +34,10 @@ def test_compress_decompress_info_json(work):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     for key in ("n_images", "bytes", "bits_per_dim", "seconds", "images_per_second"):
         assert key in res
-    assert res["n_images"] == 60 and res["bytes"] == (d / "g.bba").stat().st_size
+    assert res["n_images"] == 60 and res["bytes"] == (d / "g.bba").stat().st_size and res["verified"]
+    p = run("compress", "in.npy", "-o", "h.bba", "--model", "mnist-grey", "--json", "--no-verify", "--lanes", "4", cwd=d)
+    assert json.loads(p.stdout.strip().splitlines()[-1])["verified"] is False   # on CPU: only when asked
+    assert (d / "h.bba").read_bytes() == (d / "g.bba").read_bytes()
     run("decompress", "g.bba", "-o", "out.npy", cwd=d)
     assert np.array_equal(np.load(d / "out.npy"), x)
     info = json.loads(run("info", "g.bba", "--json", cwd=d).stdout.strip().splitlines()[-1])

@@ -144,3 +144,28 @@ def test_ray_engine_writes_the_same_bytes(work, one_worker):
         assert np.array_equal(np.load(d / "ray.npy"), x)
     finally:
         ray.shutdown()
+
+
+def test_compress_verifies_by_default_on_cuda_only(work, one_worker, monkeypatch):
+    """Batch invariance is measured on CPU, not on CUDA: there compress decodes its output
+    before writing it unless told otherwise; on CPU it does not unless told."""
+    from bitsback.codec import Codec
+
+    d, x = work
+    checks = []
+    real = engine.decompress
+    monkeypatch.setattr(engine, "decompress", lambda *a, **k: checks.append(a[0]) or real(*a, **k))
+    assert not engine.compress(d / "x.npy", d / "cpu.bba", MODEL, workers=1, lanes=24, force=True)["verified"]
+    assert checks == []
+    monkeypatch.setattr(Codec, "verifies_by_default", property(lambda self: True))   # as on CUDA
+    res = engine.compress(d / "x.npy", d / "gpu.bba", MODEL, workers=1, lanes=24, force=True)
+    assert res["verified"] and len(checks) == 1 and (d / "gpu.bba").read_bytes() == one_worker
+    assert not engine.compress(d / "x.npy", d / "off.bba", MODEL, workers=1, lanes=24, force=True, verify=False)["verified"]
+    assert len(checks) == 1
+    codec = Codec(MODEL, workers=1, lanes=24)
+    decodes = []
+    monkeypatch.setattr(codec, "decompress", lambda blob: decodes.append(len(blob)) or Codec.decompress(codec, blob))
+    blob = codec.compress(x[:50])
+    assert decodes == [len(blob)]
+    codec.compress(x[:50], verify=False)
+    assert decodes == [len(blob)]

@@ -66,12 +66,12 @@ def cmd_compress(a) -> int:
         "model": a.model,
         "k_steps": a.k_steps,
         "output": str(out),
-        "verified": bool(a.verify),
+        "verified": res["verified"],
     })
     _emit(res, a.json, [
         f"{', '.join(a.input)} -> {out}: {n} images, {res['bytes']} bytes, {res['bits_per_dim']:.4f} bits/dim, "
         f"{res['images_per_second']:.0f} images/s (K={a.k_steps}, lanes={res['lanes']}, shards={res['shards']})"
-        + (", verified" if a.verify else "")
+        + (", verified" if res["verified"] else "")
     ])
     return 0
 
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lanes", type=int, default=None, help="independent rANS messages (default: chosen from N)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--binarize", action="store_true", help="threshold pixels at 128 first (binary models)")
-    c.add_argument("--verify", action="store_true", help="decode in memory and compare before writing")
+    c.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode and check the file before writing it (default: on when the networks run on CUDA)")
     common(c)
     c.set_defaults(func=cmd_compress)
 

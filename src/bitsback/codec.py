@@ -598,8 +598,19 @@ class Codec:
             return list(pool.map(lambda j: fn(*j), jobs))
 
     # ------------------------------------------------------------------ public API
-    def compress(self, images, progress=None) -> bytes:
-        """Compress uint8 images of the model's shape, (N, *shape) or one image; return bytes."""
+    @property
+    def verifies_by_default(self) -> bool:
+        """Whether compress checks its output by decoding it when not told: on CUDA. The
+        codec needs a row's network output not to depend on its batch (the two sides batch
+        rows differently); that is tested on CPU with one thread, not measured on CUDA,
+        where cuBLAS picks kernels by shape (docs/RELIABILITY.md)."""
+        return self.encoder.cuda or self.decoder.cuda
+
+    def compress(self, images, progress=None, verify=None) -> bytes:
+        """Compress uint8 images of the model's shape, (N, *shape) or one image; return bytes.
+
+        ``verify``: decode the result and check it before returning it (IntegrityError if
+        it does not decode to the images); None: on CUDA only (``verifies_by_default``)."""
         x = self._check_images(images)
         m = self.model
         n = x.shape[0]
@@ -612,7 +623,10 @@ class Codec:
         payloads = [p for ps, _ in done for p in ps]
         digests = [d for _, ds in done for d in ds]
         header = self.header(n, plan, [len(p) for p in payloads], digests, _sha256(x))
-        return container.pack(header, b"".join(payloads))
+        blob = container.pack(header, b"".join(payloads))
+        if self.verifies_by_default if verify is None else verify:
+            self.decompress(blob)       # checks the images' sha256 and each lane's final state
+        return blob
 
     def decompress(self, blob, limits: container.Limits = container.DEFAULT_LIMITS, progress=None, start=None, stop=None) -> np.ndarray:
         """Decode bytes made by :meth:`compress`; return uint8 images (N, *shape).

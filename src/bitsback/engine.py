@@ -395,12 +395,13 @@ def default_workers() -> int:
 
 # ---------------------------------------------------------------------------- compress
 def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local", address=None, binarize=False,
-             force=False, verify=False, progress=None, **codec_args) -> dict:
+             force=False, verify=None, progress=None, **codec_args) -> dict:
     """Compress one or more dataset files to ``dst`` shard by shard, in bounded memory.
 
     The output is written to a temporary file beside ``dst`` and renamed into place
     only when complete (and, with ``verify``, decoded and checked first); an existing
-    ``dst`` is kept unless ``force``.
+    ``dst`` is kept unless ``force``. ``verify=None``: verify when the networks run on
+    CUDA (``Codec.verifies_by_default``).
     """
     dst = Path(dst)
     srcs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
@@ -451,6 +452,8 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
         header = codec.header(n, plan, lens, digests, data_hash.hexdigest())
         payload.seek(0)
         check = None
+        if verify is None:
+            verify = codec.verifies_by_default
         if verify:
             def check(tmp):
                 decompress(tmp, None, model=str(codec.model.dir), workers=workers, engine=engine, address=address,
@@ -458,7 +461,7 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
         _write_container(dst, container.prefix(header, sum(lens)), payload, force, check)
     size = dst.stat().st_size
     return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * codec.model.dim), "lanes": header["lanes"],
-            "shards": len(plan)}
+            "shards": len(plan), "verified": bool(verify)}
 
 
 def _write_container(dst: Path, prefix: bytes, payload, force: bool, check=None) -> None:
