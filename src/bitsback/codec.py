@@ -624,7 +624,9 @@ class Codec:
         digests = [d for _, ds in done for d in ds]
         header = self.header(n, plan, [len(p) for p in payloads], digests, _sha256(x))
         blob = container.pack(header, b"".join(payloads))
-        if self.verifies_by_default if verify is None else verify:
+        if verify is None:
+            verify = self.verifies_by_default
+        if verify:
             self.decompress(blob)       # checks the images' sha256 and each lane's final state
         return blob
 

@@ -209,26 +209,31 @@ class _Slots:
         self.mem = mmap.mmap(-1, count * self.size)
         self.free = list(range(count))
 
-    def view(self, slot: int, offset: int, shape) -> np.ndarray:
-        n = int(np.prod(shape))
-        if offset + n > self.size:
-            raise BitsbackError("shared slot overflow")  # a planning bug, never data
-        return np.frombuffer(self.mem, np.uint8, n, slot * self.size + offset).reshape(shape)
+    def views(self, slot: int, shapes) -> list[np.ndarray]:
+        """uint8 arrays of the given shapes, one after another from the start of ``slot``."""
+        out, off = [], slot * self.size
+        for shape in shapes:
+            n = int(np.prod(shape))
+            if off + n > (slot + 1) * self.size:
+                raise BitsbackError("shared slot overflow")  # a planning bug, never data
+            out.append(np.frombuffer(self.mem, np.uint8, n, off).reshape(shape))
+            off += n
+        return out
 
 
 def _encode_slot(slot, parts):
-    """parts: [(offset, shape, lanes, shard), ...], the images in shared slot ``slot``."""
-    return _encode([(_slots.view(slot, off, shape), lanes, g) for off, shape, lanes, g in parts])
+    """parts: [(shape, lanes, shard), ...], the images one after another in shared slot ``slot``."""
+    xs = _slots.views(slot, [shape for shape, _, _ in parts])
+    return _encode([(x, lanes, g) for x, (_, lanes, g) in zip(xs, parts)])
 
 
 def _decode_slot(slot, header, parts):
-    """_decode, each shard's images written to shared slot ``slot``; returns their shapes."""
-    shapes, off = [], 0
-    for x in _decode(header, parts):
-        _slots.view(slot, off, x.shape)[...] = x
-        shapes.append(x.shape)
-        off += x.size
-    return shapes
+    """_decode, the shards' images written one after another to shared slot ``slot``;
+    returns their shapes."""
+    xs = _decode(header, parts)
+    for view, x in zip(_slots.views(slot, [x.shape for x in xs]), xs):
+        view[...] = x
+    return [x.shape for x in xs]
 
 
 def _decode(header, parts):
@@ -319,12 +324,10 @@ class _Pool:
         slots = self._own_slots
         slot = slots.free.pop()
         if kind == "encode":
-            meta, off = [], 0
-            for x, lanes, g in job[0]:
-                slots.view(slot, off, x.shape)[...] = x
-                meta.append((off, x.shape, lanes, g))
-                off += x.size
-            return self._pool.submit(_encode_slot, slot, meta), slot
+            parts = job[0]
+            for view, (x, _, _) in zip(slots.views(slot, [x.shape for x, _, _ in parts]), parts):
+                view[...] = x
+            return self._pool.submit(_encode_slot, slot, [(x.shape, lanes, g) for x, lanes, g in parts]), slot
         return self._pool.submit(_decode_slot, slot, *job), slot
 
     def _result(self, kind, handle):
@@ -347,11 +350,7 @@ class _Pool:
             if kind == "encode":            # the worker has read its images
                 self._own_slots.free.append(slot)
                 return r, None
-            xs, off = [], 0                 # decode: each shard's images, in the slot
-            for shape in r:
-                xs.append(self._own_slots.view(slot, off, shape))
-                off += int(np.prod(shape))
-            return xs, slot
+            return self._own_slots.views(slot, r), slot     # decode: each shard's images, in the slot
         global _worker_codec
         _worker_codec = self._local
         return (_encode if kind == "encode" else _decode)(*handle), None

@@ -155,9 +155,10 @@ def _bern(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr, 
 # symbol's bin (push: x; pop: the guess g). The exps of all lanes are then
 # independent and the loops free of data-dependent branches, so they overlap (and
 # vectorise) instead of waiting on one lane's search. A pop whose guess misses (13 % of
-# mnist-grey's pixels) narrows its bracket in stage 5 together with the other misses. Every number is the same float64 expression, in the same order,
-# as mix_weights / params / mix_start (logistic.py): the stages reorder lanes, never the
-# operations within a lane, so push, pop and the code lengths agree bit for bit.
+# mnist-grey's pixels) narrows its bracket in stage 5 together with the other misses.
+# Every number is the same float64 expression, in the same order, as mix_weights /
+# params / mix_start (logistic.py): the stages reorder lanes, never the operations within
+# a lane, so push, pop and the code lengths agree bit for bit.
 @njit(cache=True, nogil=True, error_model="numpy")
 def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, lane_lo, lane_hi):
     mgain, coef, mbias, lscale, wbias, wgain = T
@@ -179,7 +180,7 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
     F0 = np.empty(L)
     F1 = np.empty(L)
     u = np.empty(J)
-    bl = np.empty(L, np.int64)      # stage 4: lanes whose bin is not 0; 5 (pop): lanes whose bracket is wider than one bin
+    bl = np.empty(L, np.int64)      # lane lists: stage 4, bin not 0; stage 5 (pop), bracket wider than a bin
     blo = np.empty(L, np.int64)
     bhi = np.empty(L, np.int64)
     sblo = np.empty(L, np.uint64)
