@@ -171,3 +171,39 @@ def test_smaller_encoder_from_a_trained_vae(tmp_path):
     assert enc2.body[0][0].weight.shape == (4, 784) and enc2.head.weight.shape == (8, 8)
     for k, v in dec.state_dict().items():
         assert torch.equal(v, dec2.state_dict()[k]), k
+
+
+def test_fewer_mixture_components_from_a_trained_vae(tmp_path):
+    """train vae --init --mixture k cuts a logistic_context mixture to each context's k
+    heaviest components: a component with no weight anywhere is the one dropped, and the
+    smaller model then gives every image the same likelihood; training goes on from it."""
+    common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
+    full = tmp_path / "k3"
+    assert train.main(["vae", "--out", str(full), "--epochs", "1", "--latent", "4", "--hidden", "32",
+                       "--likelihood", "logistic_context", "--mixture", "3", "--preprocess", "none",
+                       "--levels", "256", *common]) == 0
+    ck = torch.load(full / "best.pt", map_location="cpu", weights_only=False)
+    ck["decoder"]["context.wbias"][:, 1] = -1e4     # component 1 never carries weight
+    x = _data(256)
+    cfg, state = train.fewer_components(ck, 2, x)
+    assert cfg["mixture"] == 2 and cfg["context"]["mixture"] == 2
+    assert torch.equal(state["context.coef"], ck["decoder"]["context.coef"][:, [0, 2]])
+    enc, dec3 = build_vae(ck["config"])
+    enc.load_state_dict(ck["encoder"])
+    train.load_decoder(dec3, dict(ck["decoder"]))
+    dec2 = build_vae(cfg)[1]
+    train.load_decoder(dec2, state)
+    with torch.no_grad():
+        z = enc(x)[0]
+        f3, h3 = dec3(z)
+        f2, h2 = dec2(z)
+        torch.testing.assert_close(h2.logprob(f2, x), h3.logprob(f3, x), rtol=1e-5, atol=1e-4)
+    bad = {**ck, "config": {**ck["config"], "likelihood": "logistic_mixture"}}
+    with pytest.raises(SystemExit, match="logistic_context"):
+        train.fewer_components(bad, 2, x)
+    path = tmp_path / "with-dead.pt"
+    torch.save(ck, path)
+    out = tmp_path / "k2"
+    assert train.main(["vae", "--init", str(path), "--mixture", "2", "--out", str(out), "--epochs", "1", *common]) == 0
+    _, dec_k2, ck2 = train.load_ckpt(out / "best.pt")
+    assert ck2["config"]["mixture"] == 2 and dec_k2.context.coef.shape[1] == 2

@@ -328,26 +328,29 @@ def cmd_vae(args):
         args.preprocess = init.get("meta", {}).get("preprocess", args.preprocess)
     else:
         model_cfg = dict(arch="mlp", image_shape=None, levels=args.levels, likelihood=args.likelihood,
-                         latent=args.latent, hidden=[args.hidden] * args.depth, mixture=args.mixture,
+                         latent=args.latent, hidden=[args.hidden] * args.depth, mixture=args.mixture or 1,
                          head_rank=args.head_rank or 0)
     x = load_images(args.data, args.preprocess)
     raw = datasets.load(args.data)
     model_cfg["image_shape"] = list(raw.shape[1:])
+    x_train, x_val = split_train_val(x, args.n_val, seed=0)
+    init_decoder = dict(init["decoder"]) if init else None
+    if init and args.mixture and args.mixture != model_cfg.get("mixture", 1):
+        model_cfg, init_decoder = fewer_components(init, args.mixture, x_train[:FEWER_COMPONENTS_IMAGES])
     if args.likelihood.endswith("_context") and not init:
         from .models.context import NEIGHBOURS
 
-        over = ({"mixture": args.mixture} if args.likelihood == "logistic_context"
+        over = ({"mixture": args.mixture or 1} if args.likelihood == "logistic_context"
                 else {"features": args.features})
         if args.ctx_neighbours:
             over["ctx_offsets"] = NEIGHBOURS[:args.ctx_neighbours]
         if args.lin_neighbours and args.likelihood == "logistic_context":
             over["lin_offsets"] = NEIGHBOURS[:args.lin_neighbours]
         model_cfg["context"] = make_spec(args.likelihood, model_cfg["image_shape"], **over)
-    x_train, x_val = split_train_val(x, args.n_val, seed=0)
     enc, dec = build_vae(model_cfg)
     if init:
         enc.load_state_dict(init["encoder"])
-        load_decoder(dec, dict(init["decoder"]))
+        load_decoder(dec, init_decoder)
     enc.to(args.device); dec.to(args.device)
     dim = x.shape[1]
     cfg = {"model": model_cfg, "dim": dim, **model_cfg}
@@ -369,6 +372,44 @@ def cmd_vae(args):
     best = _epochs(args, out, enc, dec, params, step, val, cfg,
                    {"x_train": x_train, "meta": meta})
     _finish(out, best, args)
+
+
+FEWER_COMPONENTS_IMAGES = 10000
+
+
+@torch.no_grad()
+def fewer_components(init: dict, k: int, x: torch.Tensor) -> tuple[dict, dict]:
+    """(config, decoder state) of checkpoint ``init``, a logistic_context model, with its
+    mixture cut to k components: in each context the k that carry the most weight
+    (softmax weights summed over the pixels of images x in that context, z at the
+    posterior mean, plus the weights at feature g = 0), kept in their order. Components
+    are per-context table columns, so any choice per context is a valid smaller model:
+    training goes on from there."""
+    from .cdf.context import TABLES
+    from .models.context import context_index
+
+    cfg = init["config"]
+    K = int(cfg.get("mixture", 1))
+    if cfg["likelihood"] != "logistic_context" or not 1 <= k <= K:
+        raise SystemExit(f"--mixture {k}: --init must be a logistic_context model with at least {k} components "
+                         f"(it is {cfg['likelihood']} with {K})")
+    enc, dec = build_vae(cfg)
+    enc.load_state_dict(init["encoder"])
+    load_decoder(dec, dict(init["decoder"]))
+    enc.eval(); dec.eval()
+    spec = cfg["context"]
+    weight = torch.softmax(dec.context.wbias.double(), -1)   # one pixel at g = 0: contexts x never visits
+    for a in range(0, len(x), 500):
+        xb = x[a : a + 500]
+        feats, head = dec(enc(xb)[0])
+        logits, _, _ = head.mixture(feats, xb)
+        weight.index_add_(0, context_index(xb, spec).reshape(-1), torch.softmax(logits, -1).reshape(-1, K).double())
+    keep = torch.sort(torch.argsort(weight, dim=1, descending=True, stable=True)[:, :k], 1).values
+    rows = torch.arange(len(keep))[:, None]
+    state = dict(init["decoder"])
+    for name in TABLES["logistic_context"]:
+        state[f"context.{name}"] = state[f"context.{name}"][rows, keep].clone()
+    return {**cfg, "mixture": k, "context": {**spec, "mixture": k}}, state
 
 
 def load_decoder(dec, state: dict) -> None:
@@ -530,7 +571,7 @@ RECIPES = {
         "finetune": ["--lr", "3e-4", "--epochs", "34"],
         # then the decoder's 500 -> 4 x 784 output layer at rank 64 (truncated SVD of the
         # trained one, fine-tuned): 1.7x faster coding at batch 11, same held-out -ELBO
-        "lowrank": ("binctx4r64-vae", ["--head-rank", "64", "--lr", "3e-4", "--epochs", "10", "--patience", "0"]),
+        "derived": [("binctx4r64-vae", ["--head-rank", "64", "--lr", "3e-4", "--epochs", "10", "--patience", "0"])],
         # the shipped encoder is smaller than the VAE's (784 -> 64 -> 256 -> 256, trained
         # afresh on the frozen decoder): a decode runs it at every step, and with 5 active
         # latent dims the posterior carries ~9 bits per image
@@ -541,14 +582,18 @@ RECIPES = {
         "evals": "elbo",
     },
     "mnist-grey": {
-        "prefix": "greyctxr64e256",
+        "prefix": "greyctxk2e256",
         "vae_dir": "greyctx-vae2",
         "vae": ["--likelihood", "logistic_context", "--mixture", "3", "--context-lr-scale", "1", "--preprocess", "none",
                 "--levels", "256", "--latent", "32", "--lr", "1e-3", "--epochs", "17", "--patience", "0"],
         "finetune": ["--lr", "3e-4", "--epochs", "20"],
         # the 500 -> 3 x 784 output layer at rank 64, as for mnist-binary
-        "lowrank": ("greyctxr64-vae", ["--head-rank", "64", "--context-lr-scale", "1", "--lr", "3e-4", "--epochs", "6",
-                                       "--patience", "0"]),
+        "derived": [("greyctxr64-vae", ["--head-rank", "64", "--context-lr-scale", "1", "--lr", "3e-4", "--epochs", "6",
+                                        "--patience", "0"]),
+                    # 2 mixture components instead of 3 (each context keeps its 2 heaviest): the
+                    # context kernel is its decoder's main cost, and ~1/4 faster with 2
+                    ("greyctxk2-vae", ["--mixture", "2", "--context-lr-scale", "1", "--lr", "3e-4", "--epochs", "22",
+                                       "--patience", "0"])],
         # a smaller encoder, as for mnist-binary
         "encoder": ["--objective", "rha", "--alpha", "0.5", "--samples", "prior", "--lr", "1e-3",
                     "--epochs", "16", "--patience", "0", "--enc-hidden", "256,256", "--enc-rank", "64"],
@@ -600,11 +645,10 @@ def cmd_recipe(args):
     main(["vae", "--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
     if r.get("finetune"):  # more epochs of the same run at a lower rate (later flags win)
         main(["vae", "--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
-    lowrank = None
-    if r.get("lowrank"):  # a new run from the trained VAE, its output layer factorised
-        name, flags = r["lowrank"]
-        lowrank = ["vae", "--init", str(vae_dir / "best.pt"), "--out", str(W / name), *flags]
-        main([*lowrank, *train_data, *thr, "--resume"])
+    derived = []
+    for name, flags in r.get("derived", []):  # new runs, each from the last: output layer factorised, ...
+        derived.append(["vae", "--init", str(vae_dir / "best.pt"), "--out", str(W / name), *flags])
+        main([*derived[-1], *train_data, *thr, "--resume"])
         vae_dir = W / name
     for seed in r["seeds"]:
         main(["encoder", "--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
@@ -614,11 +658,10 @@ def cmd_recipe(args):
     zoo_out = Path(args.zoo) / args.name
     cmdline = ("bitsback train recipe " + args.name + " --work " + str(args.work) + " --data $BITSBACK_MNIST/"
                + Path(args.data).name)
-    stages = [f"bitsback train vae --out {vae_dir} {' '.join(r['vae'])} --resume"]
+    stages = [f"bitsback train vae --out {W / r['vae_dir']} {' '.join(r['vae'])} --resume"]
     if r.get("finetune"):
         stages.append(f"bitsback train vae --out {W / r['vae_dir']} {' '.join(r['vae'] + r['finetune'])} --resume")
-    if lowrank:
-        stages.append("bitsback train " + " ".join(lowrank) + " --resume")
+    stages += ["bitsback train " + " ".join(d) + " --resume" for d in derived]
     stages += [
         f"bitsback train encoder --init {vae_dir}/best.pt --out {W}/{pre}-rha-s{s} {' '.join(r['encoder'])} --seed {s} --resume"
         for s in r["seeds"]]
@@ -707,7 +750,9 @@ def build_parser():
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--mixture", type=int, default=1)
+    p.add_argument("--mixture", type=int, default=None,
+                   help="mixture components (default 1); with --init of a logistic_context model, fewer "
+                        "than it has: keep each context's heaviest (train.fewer_components)")
     p.add_argument("--features", type=int, default=4, help="bernoulli_context: decoder features per pixel")
     p.add_argument("--ctx-neighbours", type=int, default=0,
                    help="context likelihoods: the first N of models.context.NEIGHBOURS form the context (0: default)")
