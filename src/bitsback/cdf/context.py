@@ -16,8 +16,8 @@ from numba import njit, prange
 
 from ..errors import BitsbackError, FormatError
 from ._coder import advance_x, check_prec, done, f32, lanes_of, push_x, run_lanes
-from .logistic import MIN_PREC, cdf_at, guess, mix_quantise, params
-from ._exp import fexp
+from .logistic import MIN_PREC, cdf_at, mix_quantise, params
+from ._exp import fexp, flog_guess
 
 
 # Geometry: every lane keeps its image in a zero-padded buffer (R rows above, P columns
@@ -154,7 +154,7 @@ def _bern(heads, addr, feats, x, pad, geo, cx, sig, gain, bias, prec, mode, fr, 
 # weights, the components' (mean, 1/scale), then the mixture CDF at the two edges of the
 # symbol's bin (push: x; pop: the guess g). The exps of all lanes are then
 # independent and the loops free of data-dependent branches, so they overlap (and
-# vectorise) instead of waiting on one lane's search. A pop whose guess misses (13 % of
+# vectorise) instead of waiting on one lane's search. A pop whose guess misses (8 % of
 # mnist-grey's pixels) narrows its bracket in stage 5 together with the other misses.
 # Every number is the same float64 expression, in the same order, as mix_weights /
 # params / mix_start (logistic.py): the stages reorder lanes, never the operations within
@@ -180,12 +180,29 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
     F0 = np.empty(L)
     F1 = np.empty(L)
     u = np.empty(J)
-    bl = np.empty(L, np.int64)      # lane lists: stage 4, bin not 0; stage 5 (pop), bracket wider than a bin
-    blo = np.empty(L, np.int64)
+    bl = np.empty(L, np.int64)      # stage 4: the lanes whose bin is not 0
+    blo = np.empty(L, np.int64)     # stage 5 (pop): each lane's bracket
     bhi = np.empty(L, np.int64)
     sblo = np.empty(L, np.uint64)
     sbhi = np.empty(L, np.uint64)
+    one_f = np.float64(one)         # stage 3 (pop): cf / one, the guessed component's share
+    frac = np.empty(L)
+    acc = np.empty(L)
+    gacc = np.empty(L)
+    gw = np.empty(L)
+    gm = np.empty(L)
+    gis = np.empty(L)
+    cl = np.empty(L, np.int64)      # stage 5: the searching lanes' brackets and components, packed
+    ccf = np.empty(L, np.uint64)
+    clo = np.empty(L, np.int64)
+    chi = np.empty(L, np.int64)
+    cslo = np.empty(L, np.uint64)
+    cshi = np.empty(L, np.uint64)
+    cw = np.empty((K, L))
+    cmu = np.empty((K, L))
+    cis = np.empty((K, L))
     mid = np.empty(L, np.int64)
+    at = np.empty(L)
     Fm = np.empty(L)
     cprev = np.zeros(L, np.int64)
     for jj in range(D):
@@ -235,15 +252,38 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
             for l in range(L):
                 w[k, l] /= tot[l]
                 mu[k, l], inv_s[k, l] = params(mu[k, l], inv_s[k, l])
-        # stage 3: the bin to bracket: the symbol, or the pop's guess (heaviest component)
-        for l in range(L):
-            if mode == POP:
-                best = 0
-                for k in range(1, K):
-                    if w[k, l] > w[best, l]:
-                        best = k
-                sym[l] = guess(heads[lane_lo + l] & mask, mu[best, l], inv_s[best, l], one)
-            else:
+        # stage 3: the bin to bracket: the symbol, or the pop's guess. A guess reads the
+        # mixture as its components side by side in order of their means: cf falls in one
+        # component's share of [0, 1) (acc <= u < acc + w), and the guess inverts that
+        # component's CDF at u's place within the share. Against inverting the heaviest
+        # component at u, this halves the misses of a 2-component mixture whose modes lie
+        # apart (a background spike at 0 and a stroke's spread). Written as passes over the
+        # lanes with selects, so that it vectorises. A guess only: stage 5 checks it.
+        if mode == POP:
+            for l in range(L):
+                frac[l] = (np.float64(heads[lane_lo + l] & mask) + 0.5) / one_f
+                gacc[l], gw[l], gm[l], gis[l] = 0.0, w[0, l], mu[0, l], inv_s[0, l]
+            for k in range(K):
+                for l in range(L):
+                    acc[l] = 0.0
+                for kk in range(K):     # the weight of the components before k
+                    if kk != k:
+                        for l in range(L):
+                            before = mu[kk, l] < mu[k, l] or (mu[kk, l] == mu[k, l] and kk < k)
+                            acc[l] += w[kk, l] if before else 0.0
+                for l in range(L):
+                    take = acc[l] <= frac[l] and frac[l] < acc[l] + w[k, l]
+                    gacc[l] = acc[l] if take else gacc[l]
+                    gw[l] = w[k, l] if take else gw[l]
+                    gm[l] = mu[k, l] if take else gm[l]
+                    gis[l] = inv_s[k, l] if take else gis[l]
+            for l in range(L):
+                f = min(max((frac[l] - gacc[l]) / gw[l], 1e-12), 1.0 - 1e-12)
+                z = gm[l] + flog_guess(f / (1.0 - f)) / gis[l] + 0.5
+                z = z if z > 0.0 else 0.0     # also NaN
+                sym[l] = np.int32(z if z < 255.0 else 255.0)
+        else:
+            for l in range(L):
                 sym[l] = np.int64(x[lane_lo + l, j])
         # stage 4: the mixture CDF at both edges of that bin (mix_start's sum, in its order).
         # Bin 0 starts at 0 whatever F (mix_quantise), so its lower edge is not evaluated:
@@ -268,6 +308,8 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
         # interpolating on even rounds and bisecting on odd ones (at most ~2 log2 256),
         # each round one mixture CDF per such lane in a loop free of data-dependent
         # branches: the lanes' evaluations overlap instead of each waiting on its last.
+        # The searching lanes' data is packed into contiguous arrays (c*), re-packed as
+        # lanes finish, so that the round's loop vectorises.
         for l in range(L):
             i = lane_lo + l
             k = sym[l]
@@ -285,37 +327,43 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
                 blo[l], sblo[l], bhi[l], sbhi[l] = k + 1, hi, 256, one
         if mode != POP:
             continue
-        nb = 0
+        nb = 0      # the lanes still searching, packed at the front of the c* arrays
         for l in range(L):
             if bhi[l] - blo[l] > 1:
-                bl[nb] = l
+                cl[nb], ccf[nb] = l, heads[lane_lo + l] & mask
+                clo[nb], chi[nb], cslo[nb], cshi[nb] = blo[l], bhi[l], sblo[l], sbhi[l]
+                for k in range(K):
+                    cw[k, nb], cmu[k, nb], cis[k, nb] = w[k, l], mu[k, l], inv_s[k, l]
                 nb += 1
         rnd = 0
         while nb > 0:
             for q in range(nb):
-                l = bl[q]
                 if rnd % 2 == 0:
-                    t = np.float64((heads[lane_lo + l] & mask) - sblo[l]) / np.float64(sbhi[l] - sblo[l])
-                    mid[q] = min(max(blo[l] + np.int64(t * np.float64(bhi[l] - blo[l])), blo[l] + 1), bhi[l] - 1)
+                    t = np.float64(ccf[q] - cslo[q]) / np.float64(cshi[q] - cslo[q])
+                    mid[q] = min(max(clo[q] + np.int64(t * np.float64(chi[q] - clo[q])), clo[q] + 1), chi[q] - 1)
                 else:
-                    mid[q] = (blo[l] + bhi[l]) // 2
+                    mid[q] = (clo[q] + chi[q]) // 2
+                at[q] = mid[q] - 0.5
                 Fm[q] = 0.0
             rnd += 1
             for k in range(K):      # mix_start's sum, in its order
                 for q in range(nb):
-                    l = bl[q]
-                    Fm[q] += w[k, l] * cdf_at(mid[q] - 0.5, mu[k, l], inv_s[k, l])
+                    Fm[q] += cw[k, q] * cdf_at(at[q], cmu[k, q], cis[k, q])
             nn = 0
             for q in range(nb):
-                l = bl[q]
                 s = mix_quantise(Fm[q], mid[q], M, one)
-                if s <= heads[lane_lo + l] & mask:
-                    blo[l], sblo[l] = mid[q], s
+                if s <= ccf[q]:
+                    clo[q], cslo[q] = mid[q], s
                 else:
-                    bhi[l], sbhi[l] = mid[q], s
-                if bhi[l] - blo[l] > 1:
-                    bl[nn] = l
+                    chi[q], cshi[q] = mid[q], s
+                if chi[q] - clo[q] > 1:     # still searching: move down to slot nn
+                    cl[nn], ccf[nn], clo[nn], chi[nn], cslo[nn], cshi[nn] = cl[q], ccf[q], clo[q], chi[q], cslo[q], cshi[q]
+                    for k in range(K):
+                        cw[k, nn], cmu[k, nn], cis[k, nn] = cw[k, q], cmu[k, q], cis[k, q]
                     nn += 1
+                else:
+                    l = cl[q]
+                    blo[l], sblo[l], sbhi[l] = clo[q], cslo[q], cshi[q]
             nb = nn
         for l in range(L):
             i = lane_lo + l
