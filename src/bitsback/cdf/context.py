@@ -256,9 +256,9 @@ def _mix(heads, addr, feats, x, pad, geo, cx, ulut, ldelta, T, prec, mode, fr, l
         # mixture as its components side by side in order of their means: cf falls in one
         # component's share of [0, 1) (acc <= u < acc + w), and the guess inverts that
         # component's CDF at u's place within the share. Against inverting the heaviest
-        # component at u, this halves the misses of a 2-component mixture whose modes lie
-        # apart (a background spike at 0 and a stroke's spread). Written as passes over the
-        # lanes with selects, so that it vectorises. A guess only: stage 5 checks it.
+        # component at u, this cuts mnist-grey's misses from 13.1 to 7.7 % (docs/CODER.md).
+        # Written as passes over the lanes with selects, so that it vectorises. A guess
+        # only: stage 5 checks it.
         if mode == POP:
             for l in range(L):
                 frac[l] = (np.float64(heads[lane_lo + l] & mask) + 0.5) / one_f
