@@ -13,10 +13,10 @@ A model from an earlier commit: ``git archive COMMIT src/bitsback/zoo/mnist-bina
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from alternate import alternating_times
 
 import bitsback
 from bitsback import datasets
@@ -43,16 +43,7 @@ def main(argv=None):
         if not np.array_equal(c.decompress(blobs[k]), x):
             raise SystemExit(f"model {k}: round trip failed")
         print(f"{k}: {len(blobs[k])} B, {len(blobs[k]) * 8 / x.size:.6f} bits/dim, {sum(l for _, l in c.plan(len(x)))} lanes")
-    times = {k: {"compress": [], "decompress": []} for k in codecs}
-    for r in range(args.repeats):
-        for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            c = codecs[k]
-            t = time.perf_counter()
-            c.compress(x)
-            times[k]["compress"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            c.decompress(blobs[k])
-            times[k]["decompress"].append(time.perf_counter() - t)
+    times = alternating_times(codecs, x, blobs, args.repeats)
     for what in ("compress", "decompress"):
         a, b = times["A"][what], times["B"][what]
         ratio = statistics.median(p / q for p, q in zip(a, b))

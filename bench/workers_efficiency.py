@@ -9,7 +9,8 @@ of the paired ratios.
 """
 import argparse
 import statistics
-import time
+
+from alternate import alternating_times
 
 import bitsback
 from bitsback import datasets
@@ -29,18 +30,10 @@ def main(argv=None):
         codecs = {w: bitsback.load(args.model, workers=w, lanes=lanes) for w in (1, 2)}
         blob = codecs[1].compress(x)
         codecs[1].decompress(blob)
-        times = {(w, what): [] for w in (1, 2) for what in ("compress", "decompress")}
-        for r in range(args.repeats):
-            for w in (1, 2) if r % 2 == 0 else (2, 1):
-                t = time.perf_counter()
-                codecs[w].compress(x)
-                times[w, "compress"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                codecs[w].decompress(blob)
-                times[w, "decompress"].append(time.perf_counter() - t)
+        times = alternating_times(codecs, x, {1: blob, 2: blob}, args.repeats)
         line = [f"lanes {sum(l for _, l in codecs[1].plan(len(x)))}, {len(blob) * 8 / x.size:.5f} bits/dim"]
         for what in ("compress", "decompress"):
-            t1, t2 = times[1, what], times[2, what]
+            t1, t2 = times[1][what], times[2][what]
             paired = statistics.median(a / b for a, b in zip(t1, t2))
             line.append(f"{what} w1 {statistics.median(t1):.2f} s, w2 {statistics.median(t2):.2f} s, "
                         f"efficiency {statistics.median(t1) / statistics.median(t2):.2f} (paired {paired:.2f})")

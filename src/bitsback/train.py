@@ -237,10 +237,16 @@ def load_ckpt(path, device="cpu"):
         if not hasattr(__main__, fn):
             setattr(__main__, fn, globals()[fn])
     ck = torch.load(path, map_location=device, weights_only=False)
+    enc, dec = _modules(ck)
+    return enc.to(device), dec.to(device), ck
+
+
+def _modules(ck: dict):
+    """(encoder, decoder) of a loaded checkpoint, on the CPU."""
     enc, dec = build_vae(ck["config"])
     enc.load_state_dict(ck["encoder"])
     dec.load_state_dict(ck["decoder"])
-    return enc.to(device), dec.to(device), ck
+    return enc, dec
 
 
 def _args_dict(args):
@@ -393,9 +399,7 @@ def fewer_components(init: dict, k: int, x: torch.Tensor) -> tuple[dict, dict]:
     if cfg["likelihood"] != "logistic_context" or not 1 <= k <= K:
         raise SystemExit(f"--mixture {k}: --init must be a logistic_context model with at least {k} components "
                          f"(it is {cfg['likelihood']} with {K})")
-    enc, dec = build_vae(cfg)
-    enc.load_state_dict(init["encoder"])
-    load_decoder(dec, dict(init["decoder"]))
+    enc, dec = _modules(init)
     enc.eval(); dec.eval()
     spec = cfg["context"]
     weight = torch.softmax(dec.context.wbias.double(), -1)   # one pixel at g = 0: contexts x never visits
@@ -428,13 +432,18 @@ def load_decoder(dec, state: dict) -> None:
         if "head.weight" in own:
             state["head.weight"], state["head.bias"] = W, b
         else:
-            r = own["head.0.weight"].shape[0]
-            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-            state["head.0.weight"] = Vh[:r].contiguous()
-            state["head.0.bias"] = torch.zeros(r)
-            state["head.1.weight"] = (U[:, :r] * S[:r]).contiguous()
-            state["head.1.bias"] = b
+            _factorised(state, "head", W, b, own["head.0.weight"].shape[0])
     dec.load_state_dict(state)
+
+
+def _factorised(state: dict, prefix: str, W, b, r: int) -> None:
+    """state's ``prefix.0`` / ``prefix.1`` layers: x -> W x + b as a rank-r product, the
+    closest rank-r matrix to W by truncated SVD, W ~ (U_r S_r) V_r^T."""
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    state[f"{prefix}.0.weight"] = Vh[:r].contiguous()
+    state[f"{prefix}.0.bias"] = torch.zeros(r)
+    state[f"{prefix}.1.weight"] = (U[:, :r] * S[:r]).contiguous()
+    state[f"{prefix}.1.bias"] = b
 
 
 def _finish(out: Path, best: float, args=None):
@@ -472,12 +481,7 @@ def resized_encoder(enc, model_cfg: dict, hidden=None, rank=None):
             state[k] = v.clone()
     W = old.get("body.0.weight")        # enc's input layer, when it is one full matrix
     if cfg.get("enc_rank") and W is not None and W.shape[0] == state["body.0.1.weight"].shape[0]:
-        r = cfg["enc_rank"]
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        state["body.0.0.weight"] = Vh[:r].contiguous()
-        state["body.0.0.bias"] = torch.zeros(r)
-        state["body.0.1.weight"] = (U[:, :r] * S[:r]).contiguous()
-        state["body.0.1.bias"] = old["body.0.bias"].clone()
+        _factorised(state, "body.0", W, old["body.0.bias"].clone(), cfg["enc_rank"])
     new.load_state_dict(state)
     return cfg, new
 
