@@ -107,6 +107,15 @@ def test_truncated_gzip(tmp_path):
         datasets.load(p)
 
 
+def test_corrupt_deflate_stream(tmp_path):
+    raw = bytearray(gzip.compress(_idx((64, 8, 8), bytes(range(256)) * 16)))
+    raw[10:18] = b"\xff" * 8        # the deflate stream's first bytes, right after the 10-byte gzip header
+    p = tmp_path / "c.idx.gz"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="c.idx.gz"):
+        datasets.load(p)
+
+
 def test_huge_header_refused(tmp_path):
     p = tmp_path / "huge.idx"
     p.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 2**31))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bitsback import container, datasets, engine
-from bitsback.errors import FormatError, IntegrityError
+from bitsback.errors import DatasetError, FormatError, IntegrityError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "t10k-images-idx3-ubyte.gz"
 MODEL = "mnist-binary"
@@ -131,6 +131,29 @@ def test_truncated_file(work, one_worker):
     with pytest.raises(FormatError):
         engine.decompress(d / "t.bba", d / "t.npy")
     assert not (d / "t.npy").exists()
+
+
+def _broken_gzips(raw: bytes) -> dict:
+    """The gzip file ``raw`` cut short, with a flipped bit inside its deflate stream, with
+    a wrong CRC in its trailer, and with bytes after its end."""
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0x10
+    bad_crc = bytearray(raw)
+    bad_crc[-6] ^= 0x01
+    return {"truncated": raw[: len(raw) * 2 // 3], "flipped": bytes(flipped), "bad_crc": bytes(bad_crc),
+            "trailing": raw + b"more bytes"}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "bad_crc", "trailing"])
+def test_broken_gzip_input_is_refused_and_writes_nothing(work, kind):
+    """The last image is followed by the stream's end check: a corrupt input fails with a
+    typed error naming it, whichever part is broken, and leaves no output."""
+    d, _ = work
+    src = d / f"broken_{kind}.idx.gz"
+    src.write_bytes(_broken_gzips((d / "x.idx.gz").read_bytes())[kind])
+    with pytest.raises(DatasetError, match=src.name):
+        engine.compress(src, d / f"broken_{kind}.bba", MODEL, workers=1, lanes=24)
+    assert not list(d.glob(f"*broken_{kind}.bba*"))
 
 
 def test_ray_engine_writes_the_same_bytes(work, one_worker):

@@ -12,7 +12,6 @@ number of workers or the engine.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import shutil
@@ -51,17 +50,19 @@ class ArraySource(Source):
 
 
 class GzipIdxSource(Source):
-    """A gzip IDX file read sequentially (gzip cannot seek cheaply)."""
+    """A gzip IDX file read sequentially (gzip cannot seek cheaply). The stream's end
+    (its CRC and length, and nothing after the last image) is checked when the last image
+    is read, so a corrupt file fails before its output is written."""
 
     def __init__(self, path):
         self.path = Path(path)
-        self.f = gzip.open(self.path, "rb")
+        self.f = datasets.gzip_open(self.path)
         try:
             head = self.f.read(4)
             if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08:
                 raise DatasetError(f"{self.path}: not an unsigned-byte IDX file")
             dims = struct.unpack(f">{head[3]}I", self.f.read(4 * head[3]))
-        except (OSError, EOFError, struct.error) as e:
+        except (*datasets.GZIP_ERRORS, struct.error) as e:
             raise DatasetError(f"{self.path}: unreadable IDX header ({e})") from None
         if len(dims) < 2:
             raise DatasetError(f"{self.path}: IDX file holds no images")
@@ -71,9 +72,15 @@ class GzipIdxSource(Source):
     def read(self, lo, hi):
         if lo != self.pos:
             raise ValueError("GzipIdxSource reads in order")
-        data = self.f.read((hi - lo) * self.size)
+        try:
+            data = self.f.read((hi - lo) * self.size)
+            rest = self.f.read(1) if hi == self.n and len(data) == (hi - lo) * self.size else b""
+        except datasets.GZIP_ERRORS as e:
+            raise DatasetError(f"{self.path}: corrupt or truncated gzip stream ({e})") from None
         if len(data) != (hi - lo) * self.size:
             raise DatasetError(f"{self.path}: truncated (expected {self.n} images)")
+        if rest:
+            raise DatasetError(f"{self.path}: data after the {self.n} images its header declares")
         self.pos = hi
         return np.frombuffer(data, np.uint8).reshape((hi - lo, *self.shape))
 
@@ -123,10 +130,10 @@ def open_source(path) -> Source:
 
 def _is_gzip_idx(p: Path) -> bool:
     try:
-        with gzip.open(p, "rb") as f:
+        with datasets.gzip_open(p) as f:
             h = f.read(3)
         return h == b"\0\0\x08"
-    except OSError:
+    except datasets.GZIP_ERRORS:
         return False
 
 
@@ -252,7 +259,7 @@ class _Pool:
 
     def __init__(self, codec: Codec, workers: int, engine: str, address=None):
         self.workers = max(1, workers)
-        self._started, self._own_slots = False, None
+        self._started, self._drained, self._own_slots = False, False, None
         self.engine = engine
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}")
@@ -278,21 +285,30 @@ class _Pool:
         else:
             self._local = codec
 
-    def map(self, kind: str, jobs, group_bytes: int = 0):
-        """Yield results of ``kind`` ('encode'/'decode') jobs in order, ≤ 2 per worker in
-        flight. ``group_bytes``: the most image bytes in one job; when given, forked local
-        workers get and return images through shared slots (a decode's images are then
-        views into a slot, valid until the next result is asked for)."""
+    def start(self, group_bytes: int = 0) -> None:
+        """Start the workers now, before the parent reads the first group, so that forking
+        them and loading their codecs overlaps that reading instead of following it.
+        ``group_bytes``: the most image bytes in one job; when given, forked local workers
+        get and return images through shared slots (a decode's images are then views into
+        a slot, valid until the next result is asked for), mapped here, before the fork."""
         global _slots
+        if not hasattr(self, "_pool") or self._started:
+            return
+        with _slots_lock:       # one pool at a time maps slots; another pickles
+            if group_bytes and self._forks and _slots is None:
+                try:                # a header may claim huge shards: then pickle instead
+                    _slots = self._own_slots = _Slots(2 * self.workers, group_bytes)
+                except (OSError, ValueError, OverflowError, MemoryError):
+                    pass
+        self._started = True
+        self._pool.submit(os.getpid)    # forks every worker (a fork pool starts all at its first submit)
+
+    def map(self, kind: str, jobs):
+        """Yield results of ``kind`` ('encode'/'decode') jobs in order, ≤ 2 per worker in
+        flight."""
         pending = deque()
         it = iter(jobs)
         limit = 2 * self.workers
-        with _slots_lock:       # one pool at a time maps slots; another pickles
-            if group_bytes and self._forks and not self._started and _slots is None:
-                try:                # a header may claim huge shards: then pickle instead
-                    _slots = self._own_slots = _Slots(limit, group_bytes)
-                except (OSError, ValueError, OverflowError, MemoryError):
-                    pass
         held = None
         while True:
             if held is not None:        # the consumer is done with the last result
@@ -304,6 +320,7 @@ class _Pool:
                     break
                 pending.append(self._submit(kind, job))
             if not pending:
+                self._drained = True
                 return
             result, held = self._result(kind, pending.popleft())
             yield result
@@ -313,7 +330,7 @@ class _Pool:
         return hasattr(self, "_pool") and self._ctx.get_start_method() == "fork"
 
     def _submit(self, kind, job):
-        self._started = True    # a fork pool forks its workers at its first submit
+        self.start()
         if self.engine == "ray":
             fn = self._enc if kind == "encode" else self._dec
             return fn.remote(self._settings, *job), None
@@ -358,7 +375,9 @@ class _Pool:
     def close(self):
         global _slots
         if hasattr(self, "_pool"):
-            self._pool.shutdown(cancel_futures=True)    # waits: no worker writes a slot after
+            # Waits for the workers to exit unless every job's result is in (then none can
+            # write a slot any more): joining them costs the caller tens of ms.
+            self._pool.shutdown(wait=not self._drained, cancel_futures=True)
         if self._own_slots is not None:
             with _slots_lock:
                 _slots = self._own_slots = None         # unmapped when the last view goes
@@ -438,8 +457,8 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
 
     with tempfile.TemporaryFile(dir=dst.parent) as payload:
         try:
-            most = max(sum(plan[g][0] for g in group) for group in groups) * codec.model.dim
-            for group, (blobs, shard_digests) in zip(groups, pool.map("encode", jobs(), most)):
+            pool.start(max(sum(plan[g][0] for g in group) for group in groups) * codec.model.dim)
+            for group, (blobs, shard_digests) in zip(groups, pool.map("encode", jobs())):
                 digests += shard_digests
                 for g, blob in zip(group, blobs):
                     payload.write(blob)
@@ -535,8 +554,8 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
 
         data_hash = hashlib.sha256()
         try:
-            most = max((sum(j[1] for j in group) for group in groups), default=0) * codec.model.dim
-            for group, xs in zip(groups, pool.map("decode", payloads(), most)):
+            pool.start(max((sum(j[1] for j in group) for group in groups), default=0) * codec.model.dim)
+            for group, xs in zip(groups, pool.map("decode", payloads())):
                 for (g, count, lanes, nbytes, digest, first, offset), x in zip(group, xs):
                     a, b = max(lo, first), min(hi, first + count)
                     part = x.reshape((count, *codec.model.shape))[a - first : b - first]
