@@ -24,6 +24,7 @@ def work(tmp_path_factory):
     datasets.save(d / "x.idx.gz", x)
     datasets.save(d / "a.idx", x[:300])
     datasets.save(d / "b.idx", x[300:])
+    datasets.save(d / "png", x)     # a folder of PNGs
     return d, x
 
 
@@ -44,7 +45,8 @@ def test_workers_and_inputs_do_not_change_the_bytes(work, one_worker):
     engine.compress(d / "x.npy", d / "w2.bba", MODEL, workers=2, lanes=24)
     engine.compress(d / "x.idx.gz", d / "gz.bba", MODEL, workers=2, lanes=24)
     engine.compress([d / "a.idx", d / "b.idx"], d / "ab.bba", MODEL, workers=1, lanes=24)
-    for name in ("w2.bba", "gz.bba", "ab.bba"):
+    engine.compress(d / "png", d / "png.bba", MODEL, workers=2, lanes=24)
+    for name in ("w2.bba", "gz.bba", "ab.bba", "png.bba"):
         assert (d / name).read_bytes() == one_worker, name
 
 
@@ -154,6 +156,15 @@ def test_broken_gzip_input_is_refused_and_writes_nothing(work, kind):
     with pytest.raises(DatasetError, match=src.name):
         engine.compress(src, d / f"broken_{kind}.bba", MODEL, workers=1, lanes=24)
     assert not list(d.glob(f"*broken_{kind}.bba*"))
+
+
+def test_broken_png_in_a_folder_is_refused_and_writes_nothing(work, tmp_path):
+    d, x = work
+    datasets.save(tmp_path / "png", x[:40])
+    (tmp_path / "png" / "000017.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="000017.png"):
+        engine.compress(tmp_path / "png", tmp_path / "p.bba", MODEL, workers=2, lanes=4)
+    assert not list(tmp_path.glob("*p.bba*"))
 
 
 def test_ray_engine_writes_the_same_bytes(work, one_worker):

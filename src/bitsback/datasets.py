@@ -40,12 +40,19 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 _MAX_ELEMS = 1 << 34  # refuse headers claiming absurd sizes before allocating
 
 
-def binarize(x: np.ndarray) -> np.ndarray:
-    """Threshold binarisation as in the paper's code: ``np.round(x / 255.)`` as uint8."""
+def binarize(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Threshold binarisation as in the paper's code: ``np.round(x / 255.)`` as uint8,
+    written into ``out`` (a uint8 array of x's shape; may be x itself) when given."""
     x = np.asarray(x)
     if x.dtype == np.uint8:  # the same values without a float copy: v / 255 rounds up iff v >= 128
-        return (x >= 128).view(np.uint8)
-    return np.round(x / 255.0).astype(np.uint8)
+        if out is None:
+            return (x >= 128).view(np.uint8)
+        np.greater_equal(x, 128, out=out.view(np.bool_))
+        return out
+    if out is None:
+        return np.round(x / 255.0).astype(np.uint8)
+    out[...] = np.round(x / 255.0)
+    return out
 
 
 def binarize_stochastic(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -148,26 +155,37 @@ def _load_cifar(path: Path) -> np.ndarray:
     return _to_uint8(data, path).reshape(-1, 3, 32, 32)
 
 
-def _load_png_dir(path: Path) -> np.ndarray:
+def png_files(path: Path) -> list[Path]:
+    """The .png files of a folder, sorted by name (the order of the dataset's images)."""
+    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise DatasetError(f"{path}: folder holds no .png files")
+    return files
+
+
+def read_png(p: Path) -> np.ndarray:
+    """One PNG as uint8 (H, W) or (C, H, W)."""
     try:
         from PIL import Image
     except ImportError as e:  # pragma: no cover
-        raise DatasetError(f"{path}: reading PNG folders needs pillow") from e
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
-    if not files:
-        raise DatasetError(f"{path}: folder holds no .png files")
+        raise DatasetError(f"{p}: reading PNG files needs pillow") from e
+    try:
+        with Image.open(p) as im:
+            a = np.asarray(im)
+    except Exception as e:
+        raise DatasetError(f"{p}: cannot decode PNG ({e})") from e
+    if a.ndim == 3:
+        a = a.transpose(2, 0, 1)
+    return _to_uint8(a, p)
+
+
+def _load_png_dir(path: Path) -> np.ndarray:
     imgs = []
-    for p in files:
-        try:
-            with Image.open(p) as im:
-                a = np.asarray(im)
-        except Exception as e:
-            raise DatasetError(f"{p}: cannot decode PNG ({e})") from e
-        if a.ndim == 3:
-            a = a.transpose(2, 0, 1)
+    for p in png_files(path):
+        a = read_png(p)
         if imgs and a.shape != imgs[0].shape:
             raise DatasetError(f"{p}: shape {a.shape} differs from {imgs[0].shape} (shape mismatch)")
-        imgs.append(_to_uint8(a, p))
+        imgs.append(a)
     return np.stack(imgs)
 
 

@@ -37,7 +37,9 @@ class Source:
     n: int
     shape: tuple
 
-    def read(self, lo: int, hi: int) -> np.ndarray:
+    def read(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        """Images lo..hi-1 (uint8) written into ``out``, a contiguous uint8 array of
+        (hi - lo) * prod(shape) elements; returns ``out`` shaped (hi - lo, *shape)."""
         raise NotImplementedError
 
 
@@ -45,8 +47,10 @@ class ArraySource(Source):
     def __init__(self, array):
         self.array, self.n, self.shape = array, len(array), tuple(array.shape[1:])
 
-    def read(self, lo, hi):
-        return np.asarray(self.array[lo:hi])
+    def read(self, lo, hi, out):
+        out = out.reshape((hi - lo, *self.shape))
+        out[...] = self.array[lo:hi]
+        return out
 
 
 class GzipIdxSource(Source):
@@ -69,20 +73,21 @@ class GzipIdxSource(Source):
         self.n, self.shape, self.pos = dims[0], tuple(dims[1:]), 0
         self.size = int(np.prod(self.shape))
 
-    def read(self, lo, hi):
+    def read(self, lo, hi, out):
         if lo != self.pos:
             raise ValueError("GzipIdxSource reads in order")
+        out = out.reshape(-1)
         try:
-            data = self.f.read((hi - lo) * self.size)
-            rest = self.f.read(1) if hi == self.n and len(data) == (hi - lo) * self.size else b""
+            got = self.f.readinto(out)
+            rest = self.f.read(1) if hi == self.n and got == out.size else b""
         except datasets.GZIP_ERRORS as e:
             raise DatasetError(f"{self.path}: corrupt or truncated gzip stream ({e})") from None
-        if len(data) != (hi - lo) * self.size:
+        if got != out.size:
             raise DatasetError(f"{self.path}: truncated (expected {self.n} images)")
         if rest:
             raise DatasetError(f"{self.path}: data after the {self.n} images its header declares")
         self.pos = hi
-        return np.frombuffer(data, np.uint8).reshape((hi - lo, *self.shape))
+        return out.reshape((hi - lo, *self.shape))
 
 
 class ConcatSource(Source):
@@ -94,13 +99,13 @@ class ConcatSource(Source):
         self.starts = np.cumsum([0] + [p.n for p in parts])
         self.n = int(self.starts[-1])
 
-    def read(self, lo, hi):
-        out = []
+    def read(self, lo, hi, out):
+        out, size = out.reshape(-1), int(np.prod(self.shape))
         for p, s in zip(self.parts, self.starts[:-1]):
             a, b = max(lo, s), min(hi, s + p.n)
             if a < b:
-                out.append(p.read(a - s, b - s))
-        return np.concatenate(out)
+                p.read(a - s, b - s, out[(a - lo) * size : (b - lo) * size])
+        return out.reshape((hi - lo, *self.shape))
 
 
 def open_source(path) -> Source:
@@ -139,23 +144,16 @@ def _is_gzip_idx(p: Path) -> bool:
 
 class _PngFolder(Source):
     def __init__(self, path):
-        self.files = sorted(f for f in Path(path).iterdir() if f.suffix.lower() == ".png")
-        if not self.files:
-            raise DatasetError(f"{path}: no PNG files")
-        first = self._one(self.files[0])
-        self.n, self.shape = len(self.files), first.shape
+        self.files = datasets.png_files(path)
+        self.n, self.shape = len(self.files), datasets.read_png(self.files[0]).shape
 
-    def _one(self, f):
-        from PIL import Image
-
-        with Image.open(f) as im:
-            a = np.asarray(im)
-        return a if a.ndim == 2 else np.moveaxis(a, -1, 0)
-
-    def read(self, lo, hi):
-        out = np.stack([self._one(f) for f in self.files[lo:hi]])
-        if out.shape[1:] != self.shape:
-            raise DatasetError(f"PNG images in {self.files[lo].parent} differ in shape")
+    def read(self, lo, hi, out):
+        out = out.reshape((hi - lo, *self.shape))
+        for i, f in enumerate(self.files[lo:hi]):
+            a = datasets.read_png(f)
+            if a.shape != self.shape:
+                raise DatasetError(f"{f}: shape {a.shape} differs from {self.shape} (shape mismatch)")
+            out[i] = a
         return out
 
 
@@ -330,21 +328,30 @@ class _Pool:
         return hasattr(self, "_pool") and self._ctx.get_start_method() == "fork"
 
     def _submit(self, kind, job):
+        """Start one job. An encode job is (image bytes, fill): ``fill(out)`` reads the
+        group's images into ``out`` (a shared slot when there is one: no copy) and returns
+        its parts. A decode job is _decode's arguments."""
         self.start()
+        slots = self._own_slots
+        if kind == "encode":
+            nbytes, fill = job
+            if slots is not None:
+                slot = slots.free.pop()
+                try:
+                    parts = fill(slots.views(slot, [(nbytes,)])[0])
+                except BaseException:
+                    slots.free.append(slot)
+                    raise
+                return self._pool.submit(_encode_slot, slot, [(x.shape, lanes, g) for x, lanes, g in parts]), slot
+            job = (fill(np.empty(nbytes, np.uint8)),)
         if self.engine == "ray":
             fn = self._enc if kind == "encode" else self._dec
             return fn.remote(self._settings, *job), None
         if not hasattr(self, "_pool"):
             return job, None
-        if self._own_slots is None:
+        if slots is None:
             return self._pool.submit(_encode if kind == "encode" else _decode, *job), None
-        slots = self._own_slots
         slot = slots.free.pop()
-        if kind == "encode":
-            parts = job[0]
-            for view, (x, _, _) in zip(slots.views(slot, [x.shape for x, _, _ in parts]), parts):
-                view[...] = x
-            return self._pool.submit(_encode_slot, slot, [(x.shape, lanes, g) for x, lanes, g in parts]), slot
         return self._pool.submit(_decode_slot, slot, *job), slot
 
     def _result(self, kind, handle):
@@ -440,20 +447,28 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
     pool = _Pool(codec, workers or default_workers(), engine, address)
     groups = codec.groups(plan, pool.workers)
 
+    dim = codec.model.dim
+
     def jobs():
+        """One job per group: its image bytes, and how to read the group into a buffer."""
         lo = 0
         for group in groups:
-            parts = []
-            for g in group:
-                count, lanes = plan[g]
-                x = src.read(lo, lo + count)
+            count = sum(plan[g][0] for g in group)
+
+            def fill(out, lo=lo, count=count, group=group):
+                x = src.read(lo, lo + count, out)
                 if binarize:
-                    x = datasets.binarize(x)
-                x = codec._check_images(x).reshape(count, codec.model.dim)
-                data_hash.update(x.reshape(-1))   # contiguous: hashed in place
-                lo += count
-                parts.append((x, lanes, g))
-            yield (parts,)
+                    datasets.binarize(x, out=x)
+                x = codec._check_images(x).reshape(count, dim)    # uint8 already: checked, not copied
+                data_hash.update(x.reshape(-1))
+                parts, at = [], 0
+                for g in group:
+                    parts.append((x[at : at + plan[g][0]], plan[g][1], g))
+                    at += plan[g][0]
+                return parts
+
+            yield count * dim, fill
+            lo += count
 
     with tempfile.TemporaryFile(dir=dst.parent) as payload:
         try:
