@@ -20,6 +20,11 @@ import numpy as np
 
 from .errors import DatasetError
 
+__all__ = ["load", "save", "binarize", "binarize_stochastic", "DatasetError"]
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_MAX_ELEMS = 1 << 34  # refuse headers claiming absurd sizes before allocating
+
 try:    # ISA-L's inflate reads the same gzip streams about twice as fast as zlib's
     from isal import igzip as _gunzip
     from isal.isal_zlib import error as _InflateError
@@ -33,11 +38,6 @@ GZIP_ERRORS = (OSError, EOFError, zlib.error, _InflateError)
 def gzip_open(path):
     """A gzip file opened for binary reading (errors: GZIP_ERRORS)."""
     return _gunzip.open(path, "rb")
-
-__all__ = ["load", "save", "binarize", "binarize_stochastic", "DatasetError"]
-
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_MAX_ELEMS = 1 << 34  # refuse headers claiming absurd sizes before allocating
 
 
 def binarize(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -446,14 +446,13 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
     data_hash, digests, lens = hashlib.sha256(), [], []
     pool = _Pool(codec, workers or default_workers(), engine, address)
     groups = codec.groups(plan, pool.workers)
-
+    counts = [sum(plan[g][0] for g in group) for group in groups]
     dim = codec.model.dim
 
     def jobs():
         """One job per group: its image bytes, and how to read the group into a buffer."""
         lo = 0
-        for group in groups:
-            count = sum(plan[g][0] for g in group)
+        for group, count in zip(groups, counts):
 
             def fill(out, lo=lo, count=count, group=group):
                 x = src.read(lo, lo + count, out)
@@ -461,18 +460,15 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
                     datasets.binarize(x, out=x)
                 x = codec._check_images(x).reshape(count, dim)    # uint8 already: checked, not copied
                 data_hash.update(x.reshape(-1))
-                parts, at = [], 0
-                for g in group:
-                    parts.append((x[at : at + plan[g][0]], plan[g][1], g))
-                    at += plan[g][0]
-                return parts
+                xs = np.split(x, np.cumsum([plan[g][0] for g in group])[:-1])
+                return [(xg, plan[g][1], g) for xg, g in zip(xs, group)]
 
             yield count * dim, fill
             lo += count
 
     with tempfile.TemporaryFile(dir=dst.parent) as payload:
         try:
-            pool.start(max(sum(plan[g][0] for g in group) for group in groups) * codec.model.dim)
+            pool.start(max(counts) * dim)
             for group, (blobs, shard_digests) in zip(groups, pool.map("encode", jobs())):
                 digests += shard_digests
                 for g, blob in zip(group, blobs):
@@ -493,7 +489,7 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
                            device=codec.device)
         _write_container(dst, container.prefix(header, sum(lens)), payload, force, check)
     size = dst.stat().st_size
-    return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * codec.model.dim), "lanes": header["lanes"],
+    return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * dim), "lanes": header["lanes"],
             "shards": len(plan), "verified": bool(verify)}
 
 
