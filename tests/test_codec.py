@@ -191,7 +191,7 @@ def test_onnxruntime_rows_do_not_depend_on_batch(codecs, images, model):
     codec = codecs[model]
     rng = np.random.default_rng(7)
     x = images[model][:64].reshape(64, -1).astype(np.float32)
-    centres = codec._centres(codec.model.precision["latent_bits"])
+    centres = codec.step.centres
     z = centres[rng.integers(0, len(centres), (64, codec.model.latent))]
     for net, name, rows in ((codec.encoder, "x", x), (codec.decoder, "z", z)):
         ref = net(**{name: rows})
@@ -226,17 +226,16 @@ def test_shard_bytes_do_not_depend_on_grouping(images, model, k):
     assert len(plan) == shards and sum(c for c, _ in plan) == 61
     starts = np.cumsum([0] + [c for c, _ in plan])
     parts = [(x[starts[g] : starts[g + 1]], sl, g) for g, (_, sl) in enumerate(plan)]
-    alone = [codec.encode_shard(*p) for p in parts]
+    alone = [codec.encode_group([p])[0] for p in parts]
     assert codec.encode_group(parts) == alone
     assert codec.encode_group(parts[:2]) + codec.encode_group(parts[2:]) == alone
-    from bitsback.codec import _digest
+    from bitsback.header import shard_digest
 
-    prec = codec.model.precision
-    jobs = [(alone[g], c, sl, g, _digest(parts[g][0]), int(starts[g])) for g, (c, sl) in enumerate(plan)]
-    together = codec.decode_group(jobs, prec)
+    jobs = [(alone[g], c, sl, g, shard_digest(parts[g][0]), int(starts[g])) for g, (c, sl) in enumerate(plan)]
+    together = codec.decode_group(jobs)
     for g, y in enumerate(together):
         assert np.array_equal(y, parts[g][0])
-        assert np.array_equal(codec.decode_group([jobs[g]], prec)[0], y)
+        assert np.array_equal(codec.decode_group([jobs[g]])[0], y)
 
 
 def test_groups_cover_the_plan_in_order(codecs):

@@ -56,9 +56,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dataclasses import replace
+
 from . import cdf, container, datasets
+from . import header as hdr
 from ._rans import Messages
-from .codec import LANE_HEAD_BITS, Codec, _shard_bytes, _shard_messages, _shard_seed
+from .bbans.plan import LANE_HEAD_BITS, shard_seed
+from .codec import Codec
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "t10k-images-idx3-ubyte.gz"
 PERCENTILES = (50, 90, 99)
@@ -141,11 +145,8 @@ def find_baseline_encoder(model_dir: Path, manifest: dict) -> Path | None:
 
 
 def _with_encoder(codec: Codec, k_steps: int, encoder=None) -> Codec:
-    """A replica of ``codec`` sharing its sessions, with another K (and optionally encoder)."""
-    rep = codec._replica(k_steps, codec.lr, codec.seed, codec.inactive_dims)
-    if encoder is not None:
-        rep.encoder = encoder
-    return rep
+    """``codec`` sharing its sessions, with another K (and optionally another encoder)."""
+    return codec.with_settings(replace(codec.settings, k_steps=k_steps), encoder)
 
 
 # ------------------------------------------------- instrumented mirror of the lane loop
@@ -153,26 +154,26 @@ def _with_encoder(codec: Codec, k_steps: int, encoder=None) -> Codec:
 def encode_steps(codec: Codec, x: np.ndarray, lanes: int, shard: int = 0, timer=None):
     """Codec.encode_group for one shard, step by step (encoder included in each step's
     time), timing each step; returns (bytes, msgs, seconds)."""
-    prec = codec.model.precision
-    msgs = Messages(lanes, _shard_seed(codec.seed, shard))
-    zbuf = codec._z_rows(lanes, prec["latent_bits"])
+    step = codec.step
+    msgs = Messages(lanes, shard_seed(codec.seed, shard))
+    zbuf = step.z_rows(lanes)
     times = []
     clock = time.perf_counter
     for t in range(-(-len(x) // lanes)):
         t0 = clock()
         xs = x[t * lanes : (t + 1) * lanes]
-        mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        codec._encode_step(msgs, xs, codec._active(mu), codec._active(sigma), prec, zbuf)
+        mu, sigma = step.posterior(xs, (shard << 32) | t)
+        step.encode(msgs, xs, step.active(mu), step.active(sigma), zbuf)
         times.append(clock() - t0)
-    return _shard_bytes(msgs), msgs, times
+    return hdr.payload_of(msgs.to_bytes(), codec.settings), msgs, times
 
 
 def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 0):
     """Codec.decode_group for one shard, call for call, timing each step; returns
     (images (n, dim), seconds in image order)."""
-    m, prec = codec.model, codec.model.precision
-    msgs = _shard_messages(payload, lanes, _shard_seed(codec.seed, shard), framed=False)
-    zbuf = codec._z_rows(lanes, prec["latent_bits"])
+    m, step = codec.model, codec.step
+    msgs = Messages.from_bytes(hdr.wire_of(payload, lanes, codec.settings), shard_seed(codec.seed, shard))
+    zbuf = step.z_rows(lanes)
     x = np.empty((n, m.dim), np.uint8)
     steps = -(-n // lanes)
     times = [0.0] * steps
@@ -180,9 +181,9 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
     for t in reversed(range(steps)):
         t0 = clock()
         lo, hi = t * lanes, min(n, (t + 1) * lanes)
-        xs, za = codec._decode_step(msgs, hi - lo, prec, zbuf)
-        mu, sigma = codec._posterior(xs, (shard << 32) | t)
-        codec._push_posterior(msgs, codec._active(mu), codec._active(sigma), za, prec)
+        xs, za = step.decode(msgs, hi - lo, zbuf)
+        mu, sigma = step.posterior(xs, (shard << 32) | t)
+        step.push_posterior(msgs, step.active(mu), step.active(sigma), za)
         x[lo:hi] = xs
         times[t] = clock() - t0
     if not msgs.is_initial():
@@ -192,82 +193,12 @@ def decode_steps(codec: Codec, payload: bytes, n: int, lanes: int, shard: int = 
 
 # ------------------------------------------------------------ model rate without torch
 
-from numba import njit  # noqa: E402  (numba is a core dependency; cdf imports it anyway)
-
-_lat, _lg = cdf.latent, cdf.logistic
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _sample_posterior(mu, sigma, u, prec, b, table):
-    """Bucket index drawn from the quantised q (u uniform in [0, 2^prec)) and its frequency,
-    with the coder's own CDF and search (cdf.latent)."""
-    n, Z = mu.shape
-    one = np.uint64(1) << np.uint64(prec)
-    nb = 1 << b
-    shift = _lat._RES - b
-    M = np.float64(one - np.uint64(nb))
-    idx = np.empty((n, Z), np.int64)
-    freq = np.empty((n, Z), np.float64)
-    for i in range(n):
-        for j in range(Z):
-            m, s = _lat.params(mu[i, j], sigma[i, j])
-            cf = np.uint64(u[i, j])
-            k, st, f = _lat.search(cf, _lat.guess(cf, m, s, table, nb, one), m, s, table, shift, nb, M, one)
-            idx[i, j] = k
-            freq[i, j] = np.float64(f)
-    return idx, freq
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _logistic_freqs(mean, log_scale, x, prec):
-    """Quantised frequencies of x under the single discretised logistic (cdf.logistic's CDF)."""
-    n, D = mean.shape
-    one = np.uint64(1) << np.uint64(prec)
-    M = np.float64(one - np.uint64(256))
-    f = np.empty((n, D), np.float64)
-    for i in range(n):
-        for j in range(D):
-            m, inv_s = _lg.params(mean[i, j], log_scale[i, j])
-            k = np.int64(x[i, j])
-            f[i, j] = np.float64(_lg.start_of(k + 1, m, inv_s, M, one) - _lg.start_of(k, m, inv_s, M, one))
-    return f
-
-
-def _log_sigmoid(a):
-    return -np.logaddexp(0.0, -a)
-
-
-def _continuous_nll_nats(lik: str, out: dict, x: np.ndarray, levels: int) -> np.ndarray:
-    """-log p(x|z) per image in nats, the same formulas as models/likelihoods.py, in numpy."""
-    xf = x.astype(np.float64)
-    if lik == "bernoulli":
-        lg = out["logits"].astype(np.float64)
-        return (np.logaddexp(0.0, lg) - xf * lg).sum(1)
-    lo, hi = cdf.logistic.LOG_SCALE_MIN, cdf.logistic.LOG_SCALE_MAX
-    mean = out["mean"].astype(np.float64)
-    ls = np.clip(out["log_scale"].astype(np.float64), lo, hi)
-    if lik == "logistic_mixture":
-        xf = xf[..., None]
-    inv_s = np.exp(-ls)
-    a = (xf - 0.5 - mean) * inv_s
-    b = (xf + 0.5 - mean) * inv_s
-    log_cdf_b = _log_sigmoid(b)
-    log_sf_a = _log_sigmoid(-a)
-    mid = log_cdf_b + log_sf_a + np.log(-np.expm1(-inv_s))
-    lp = np.where(xf <= 0.0, log_cdf_b, np.where(xf >= levels - 1, log_sf_a, mid))
-    if lik == "logistic_mixture":
-        w = out["logit_weights"].astype(np.float64)
-        logw = w - np.logaddexp.reduce(w, axis=-1, keepdims=True)
-        lp = np.logaddexp.reduce(lp + logw, axis=-1)
-    return -lp.sum(1)
-
-
 def model_rate(codec: Codec, x: np.ndarray, seed: int = 0, batch: int = 500) -> dict:
     """-ELBO (continuous, one seeded sample, analytic KL) and the expected quantised code length, bits/dim."""
     m = codec.model
     prec = m.precision
     b = prec["latent_bits"]
-    centres = codec._centres(b)
+    centres = codec.step.centres
     rng = np.random.default_rng(seed)
     flat = x.reshape(len(x), m.dim)
     cont = np.empty(len(x))
@@ -278,27 +209,13 @@ def model_rate(codec: Codec, x: np.ndarray, seed: int = 0, batch: int = 500) -> 
         mu, sigma = enc["mu"].astype(np.float64), enc["sigma"].astype(np.float64)
         # continuous -ELBO: one reparameterised sample + analytic KL(q || N(0, I))
         z = (mu + sigma * rng.standard_normal(mu.shape)).astype(np.float32)
-        if m.context:  # the context families' "continuous" rate: the coder's model at 2^-30 resolution
-            nll = m.context.code_length(codec.decoder(z=z)["features"], xs, 30) * math.log(2)
-        else:
-            nll = _continuous_nll_nats(m.likelihood, codec.decoder(z=z), xs, m.levels)
+        nll = m.lik.nll(codec.decoder(z=z), xs, m.levels)
         kl = 0.5 * (mu**2 + sigma**2 - 1.0 - 2.0 * np.log(np.maximum(sigma, 1e-30))).sum(1)
         cont[lo : lo + len(xs)] = (nll + kl) / math.log(2)
         # quantised: z ~ quantised q, decoder at the bucket centres, exact frequencies
         u = rng.integers(0, 1 << prec["posterior"], size=mu.shape, dtype=np.uint64)
-        idx, fq = _sample_posterior(enc["mu"], enc["sigma"], u, prec["posterior"], b, cdf.latent._TABLE)
-        out = codec.decoder(z=centres[idx])
-        pl = prec["likelihood"]
-        if m.context:
-            quant["likelihood"] += float(m.context.code_length(out["features"], xs, pl).sum())
-        elif m.likelihood == "bernoulli":
-            _, f = cdf.bernoulli.starts_freqs(out["logits"], xs, pl)
-        elif m.likelihood == "logistic":
-            f = _logistic_freqs(np.ascontiguousarray(out["mean"]), np.ascontiguousarray(out["log_scale"]), xs, pl)
-        else:
-            _, f = cdf.logistic.mixture_starts_freqs(out["logit_weights"], out["mean"], out["log_scale"], xs, pl)
-        if not m.context:
-            quant["likelihood"] += float(pl * f.size - np.log2(np.asarray(f, np.float64)).sum())
+        idx, fq = cdf.latent.sample_posterior(enc["mu"], enc["sigma"], u, prec["posterior"], b)
+        quant["likelihood"] += m.lik.code_length(codec.decoder(z=centres[idx]), xs, prec["likelihood"])
         quant["prior"] += float(b * idx.size)
         quant["posterior"] += float(prec["posterior"] * fq.size - np.log2(fq).sum())  # -log2 q, given back
     dims = x.size
@@ -465,10 +382,8 @@ def measure_k_sweep(codec: Codec, x: np.ndarray, k_max: int, baseline: Path | No
     encoders = {"shipped": None}
     if baseline is not None:
         encoders["baseline"] = Network(baseline, device)
-    if k_max > 0 and codec._optimiser is None:
-        from .inference import Optimiser  # torch: only on this path
-
-        codec._optimiser = Optimiser(codec.model.dir, codec.model.likelihood)
+    if k_max > 0:
+        codec.step.refiner.load()  # torch: only on this path
     if k_max > 0:  # warm-up: torch's first backward pass is slow and would land on K = 1
         _with_encoder(codec, 1).compress(x[: min(len(x), 2 * out_lanes(codec, len(x)))])
     n, dims = len(x), x.size

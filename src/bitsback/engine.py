@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import tempfile
 import threading
 from collections import deque
@@ -24,137 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from . import container, datasets
-from .codec import Codec, _Exhausted, _Failed
-from .errors import BitsbackError, DatasetError, FormatError, InputError
+from . import header as hdr
+from .bbans import shards
+from .codec import Codec
+from .errors import BitsbackError, FormatError, InputError
+from .io import atomic
+from .io.sources import open_source  # noqa: F401  (the CLI opens its inputs through here)
 
 ENGINES = ("local", "ray")
-
-
-# ---------------------------------------------------------------------------- sources
-class Source:
-    """Images read by index range, in increasing order, without loading the whole set."""
-
-    n: int
-    shape: tuple
-
-    def read(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
-        """Images lo..hi-1 (uint8) written into ``out``, a contiguous uint8 array of
-        (hi - lo) * prod(shape) elements; returns ``out`` shaped (hi - lo, *shape)."""
-        raise NotImplementedError
-
-
-class ArraySource(Source):
-    def __init__(self, array):
-        self.array, self.n, self.shape = array, len(array), tuple(array.shape[1:])
-
-    def read(self, lo, hi, out):
-        out = out.reshape((hi - lo, *self.shape))
-        out[...] = self.array[lo:hi]
-        return out
-
-
-class GzipIdxSource(Source):
-    """A gzip IDX file read sequentially (gzip cannot seek cheaply). The stream's end
-    (its CRC and length, and nothing after the last image) is checked when the last image
-    is read, so a corrupt file fails before its output is written."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.f = datasets.gzip_open(self.path)
-        try:
-            head = self.f.read(4)
-            if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08:
-                raise DatasetError(f"{self.path}: not an unsigned-byte IDX file")
-            dims = struct.unpack(f">{head[3]}I", self.f.read(4 * head[3]))
-        except (*datasets.GZIP_ERRORS, struct.error) as e:
-            raise DatasetError(f"{self.path}: unreadable IDX header ({e})") from None
-        if len(dims) < 2:
-            raise DatasetError(f"{self.path}: IDX file holds no images")
-        self.n, self.shape, self.pos = dims[0], tuple(dims[1:]), 0
-        self.size = int(np.prod(self.shape))
-
-    def read(self, lo, hi, out):
-        if lo != self.pos:
-            raise ValueError("GzipIdxSource reads in order")
-        out = out.reshape(-1)
-        try:
-            got = self.f.readinto(out)
-            rest = self.f.read(1) if hi == self.n and got == out.size else b""
-        except datasets.GZIP_ERRORS as e:
-            raise DatasetError(f"{self.path}: corrupt or truncated gzip stream ({e})") from None
-        if got != out.size:
-            raise DatasetError(f"{self.path}: truncated (expected {self.n} images)")
-        if rest:
-            raise DatasetError(f"{self.path}: data after the {self.n} images its header declares")
-        self.pos = hi
-        return out.reshape((hi - lo, *self.shape))
-
-
-class ConcatSource(Source):
-    def __init__(self, parts):
-        shapes = {p.shape for p in parts}
-        if len(shapes) != 1:
-            raise DatasetError(f"inputs have different image shapes: {sorted(shapes)}")
-        self.parts, self.shape = parts, shapes.pop()
-        self.starts = np.cumsum([0] + [p.n for p in parts])
-        self.n = int(self.starts[-1])
-
-    def read(self, lo, hi, out):
-        out, size = out.reshape(-1), int(np.prod(self.shape))
-        for p, s in zip(self.parts, self.starts[:-1]):
-            a, b = max(lo, s), min(hi, s + p.n)
-            if a < b:
-                p.read(a - s, b - s, out[(a - lo) * size : (b - lo) * size])
-        return out.reshape((hi - lo, *self.shape))
-
-
-def open_source(path) -> Source:
-    """A lazy reader for .npy (memory-mapped), raw or gzip IDX, or a folder of PNGs;
-    other formats are loaded whole."""
-    if isinstance(path, (list, tuple)):
-        parts = [open_source(p) for p in path]
-        return parts[0] if len(parts) == 1 else ConcatSource(parts)
-    p = Path(path)
-    name = p.name.lower()
-    if not p.exists():
-        raise DatasetError(f"{p}: no such file or folder")
-    if name.endswith(".npy"):
-        try:
-            a = np.load(p, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise DatasetError(f"{p}: not a readable .npy file ({e})") from None
-        if a.dtype != np.uint8:
-            a = datasets.load(p)
-        return ArraySource(a)
-    if name.endswith(".gz") and not name.endswith(".tar.gz") and _is_gzip_idx(p):
-        return GzipIdxSource(p)
-    if p.is_dir():
-        return _PngFolder(p)
-    return ArraySource(datasets.load(p))
-
-
-def _is_gzip_idx(p: Path) -> bool:
-    try:
-        with datasets.gzip_open(p) as f:
-            h = f.read(3)
-        return h == b"\0\0\x08"
-    except datasets.GZIP_ERRORS:
-        return False
-
-
-class _PngFolder(Source):
-    def __init__(self, path):
-        self.files = datasets.png_files(path)
-        self.n, self.shape = len(self.files), datasets.read_png(self.files[0]).shape
-
-    def read(self, lo, hi, out):
-        out = out.reshape((hi - lo, *self.shape))
-        for i, f in enumerate(self.files[lo:hi]):
-            a = datasets.read_png(f)
-            if a.shape != self.shape:
-                raise DatasetError(f"{f}: shape {a.shape} differs from {self.shape} (shape mismatch)")
-            out[i] = a
-        return out
 
 
 # ---------------------------------------------------------------------------- workers
@@ -245,11 +121,9 @@ def _decode(header, parts):
     """parts: [(payload, count, lanes, shard, digest, first), ...] -> each shard's images."""
     dec = _worker_codec.for_header(header)
     try:
-        return dec.decode_group(parts, header["precision"])
-    except _Failed as e:
-        raise dec._integrity_error(header, str(e)) from None
-    except _Exhausted as e:
-        raise dec._exhausted(header, e) from None
+        return dec.decode_group(parts)
+    except (shards.ShardFailed, shards.PayloadExhausted) as e:
+        raise shards.public_error(e, header["runtime"], dec.runtime) from None
 
 
 class _Pool:
@@ -430,11 +304,7 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
     """
     dst = Path(dst)
     srcs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    for s in srcs:
-        if dst.exists() and os.path.samefile(s, dst):
-            raise BitsbackError(f"output {dst} is an input file; refusing to overwrite it")
-    if dst.exists() and not force:
-        raise FileExistsError(f"{dst} exists; pass --force to overwrite")
+    atomic.check_destination(dst, force, srcs)
     codec = Codec(model, workers=1, **codec_args)
     src = open_source(list(srcs))
     if src.shape != codec.model.shape:
@@ -458,7 +328,7 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
                 x = src.read(lo, lo + count, out)
                 if binarize:
                     datasets.binarize(x, out=x)
-                x = codec._check_images(x).reshape(count, dim)    # uint8 already: checked, not copied
+                x = codec.model.check_images(x).reshape(count, dim)    # uint8 already: checked, not copied
                 data_hash.update(x.reshape(-1))
                 xs = np.split(x, np.cumsum([plan[g][0] for g in group])[:-1])
                 return [(xg, plan[g][1], g) for xg, g in zip(xs, group)]
@@ -487,32 +357,16 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
             def check(tmp):
                 decompress(tmp, None, model=str(codec.model.dir), workers=workers, engine=engine, address=address,
                            device=codec.device)
-        _write_container(dst, container.prefix(header, sum(lens)), payload, force, check)
-    size = dst.stat().st_size
-    return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * dim), "lanes": header["lanes"],
-            "shards": len(plan), "verified": bool(verify)}
-
-
-def _write_container(dst: Path, prefix: bytes, payload, force: bool, check=None) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            h = hashlib.sha256(prefix)
+        with atomic.replacing(dst, force, srcs, check) as tmp, open(tmp, "wb") as f:
+            h = hashlib.sha256(prefix := container.prefix(header, sum(lens)))
             f.write(prefix)
             while chunk := payload.read(1 << 20):
                 h.update(chunk)
                 f.write(chunk)
             f.write(h.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        if check:
-            check(tmp)
-        if dst.exists() and not force:
-            raise FileExistsError(f"{dst} exists; pass --force to overwrite")
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    size = dst.stat().st_size
+    return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * dim), "lanes": header["lanes"],
+            "shards": len(plan), "verified": bool(verify)}
 
 
 # ---------------------------------------------------------------------------- decompress
@@ -525,57 +379,48 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
     """
     src = Path(src)
     dst = None if dst is None else Path(dst)
-    if dst is not None and dst.exists():
-        if os.path.samefile(src, dst):
-            raise BitsbackError("output would overwrite the input")
-        if not force:
-            raise FileExistsError(f"{dst} exists; pass --force to overwrite")
+    if dst is not None:
+        atomic.check_destination(dst, force, [src])
     size = src.stat().st_size
     with open(src, "rb") as f:
         header, pstart, _ = container.read_header(f, size, limits)
-        n = header["n"]
-        lo, hi, _ = slice(start, stop).indices(n)
-        hi = max(lo, hi)
-        whole = (lo, hi) == (0, n)
+        lo, hi = hdr.image_range(header, start, stop)
+        whole = (lo, hi) == (0, header["n"])
         if whole:
             container.verify_checksum(f, size)
         codec = Codec(model or header["model"]["name"], workers=1, **codec_args).for_header(header)
-        jobs, first, offset = [], 0, pstart
-        for g, (count, lanes, nbytes, digest) in enumerate(header["shards"]):
-            if first < hi and first + count > lo:
-                jobs.append((g, count, lanes, nbytes, digest, first, offset))
-            first += count
-            offset += nbytes
+        jobs = hdr.shard_refs(header, lo, hi)
 
         out_shape = (hi - lo, *codec.model.shape)
         writer = _Writer(dst, out_shape, force) if dst is not None else _Discard()
         pool = _Pool(codec, workers or default_workers(), engine, address)
-        groups = [[jobs[i] for i in gr] for gr in codec.groups([(j[1], j[2]) for j in jobs], pool.workers)] if jobs else []
+        groups = [[jobs[i] for i in gr] for gr in codec.groups([(j.count, j.lanes) for j in jobs], pool.workers)] if jobs else []
 
         def payloads():
             for group in groups:
                 parts = []
-                for g, count, lanes, nbytes, digest, first, offset in group:
-                    f.seek(offset)
-                    data = f.read(nbytes)
-                    if len(data) != nbytes:
+                for r in group:
+                    f.seek(pstart + r.offset)
+                    data = f.read(r.nbytes)
+                    if len(data) != r.nbytes:
                         raise FormatError("file is truncated")
-                    parts.append((data, count, lanes, g, digest, first))
+                    parts.append((data, r.count, r.lanes, r.index, r.digest, r.first))
                 yield (header, parts)
 
         data_hash = hashlib.sha256()
         try:
-            pool.start(max((sum(j[1] for j in group) for group in groups), default=0) * codec.model.dim)
+            pool.start(max((sum(r.count for r in group) for group in groups), default=0) * codec.model.dim)
             for group, xs in zip(groups, pool.map("decode", payloads())):
-                for (g, count, lanes, nbytes, digest, first, offset), x in zip(group, xs):
-                    a, b = max(lo, first), min(hi, first + count)
-                    part = x.reshape((count, *codec.model.shape))[a - first : b - first]
+                for r, x in zip(group, xs):
+                    a, b = max(lo, r.first), min(hi, r.first + r.count)
+                    part = x.reshape((r.count, *codec.model.shape))[a - r.first : b - r.first]
                     data_hash.update(np.ascontiguousarray(part).reshape(-1))
                     writer.write(a - lo, part)
                     if progress:
                         progress(b - a)
             if whole and data_hash.hexdigest() != header["data_sha256"]:
-                raise codec._integrity_error(header, "the decoded images do not match the recorded sha256")
+                raise shards.integrity_error("the decoded images do not match the recorded sha256", header["runtime"],
+                                             codec.runtime)
             writer.commit()
         except BaseException:
             writer.abort()
@@ -607,36 +452,33 @@ class _Writer:
 
     def __init__(self, dst: Path, shape, force: bool):
         self.dst, self.shape, self.force = dst, shape, force
-        self.tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         self.streamed = dst.name.lower().endswith(".npy")
         if not self.streamed:
             self.array = np.empty(shape, np.uint8)
             return
+        self.out = atomic.Pending(dst, force)
         try:
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8, shape=shape)
+            self.array = np.lib.format.open_memmap(self.out.tmp, mode="w+", dtype=np.uint8, shape=shape)
             # open_memmap leaves a sparse file; a store into an unbacked page on a full
             # file system would kill the process with SIGBUS. Reserve every block now so
             # a full disk is a clean ENOSPC before anything is decoded.
-            with open(self.tmp, "rb+") as f:
+            with open(self.out.tmp, "rb+") as f:
                 os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         except BaseException:
             self.array = None
-            Path(self.tmp).unlink(missing_ok=True)
+            self.out.abort()
             raise
 
     def write(self, at: int, images: np.ndarray) -> None:
         self.array[at : at + len(images)] = images
 
     def commit(self) -> None:
-        if self.dst.exists() and not self.force:
-            raise FileExistsError(f"{self.dst} exists; pass --force to overwrite")
         if self.streamed:
             self.array.flush()
             del self.array
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.dst)
+            self.out.commit()
         else:
+            atomic.check_destination(self.dst, self.force)
             if self.force and self.dst.is_dir():
                 shutil.rmtree(self.dst)
             elif self.force and self.dst.exists():
@@ -645,4 +487,5 @@ class _Writer:
 
     def abort(self) -> None:
         self.array = None
-        Path(self.tmp).unlink(missing_ok=True)
+        if self.streamed:
+            self.out.abort()

@@ -239,6 +239,36 @@ def cdf_table(mu, sigma, prec, b):
     return _cdf_table(mu, sigma, prec, b, _TABLE)
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sample(mu, sigma, u, prec, b, table):
+    n, Z = mu.shape
+    one = np.uint64(1) << np.uint64(prec)
+    nb = 1 << b
+    shift = _RES - b
+    M = np.float64(one - np.uint64(nb))
+    idx = np.empty((n, Z), np.int64)
+    freq = np.empty((n, Z), np.float64)
+    for i in range(n):
+        for j in range(Z):
+            m, s = params(mu[i, j], sigma[i, j])
+            cf = np.uint64(u[i, j])
+            k, st, f = search(cf, guess(cf, m, s, table, nb, one), m, s, table, shift, nb, M, one)
+            idx[i, j] = k
+            freq[i, j] = np.float64(f)
+    return idx, freq
+
+
+def sample_posterior(mu, sigma, u, prec, b):
+    """Bucket indices int64[n, Z] drawn from the quantised q by uniform integers u in
+    [0, 2^prec) (the bucket whose range holds u, found by the decoder's own search), and
+    their frequencies float64[n, Z]: what a pop would give, without a message (rates)."""
+    mu, sigma, prec, b = _args(mu, sigma, prec, b)
+    u = np.ascontiguousarray(u, dtype=np.uint64)
+    if u.shape != mu.shape:
+        raise ValueError(f"u has shape {u.shape}, parameters have {mu.shape}")
+    return _sample(mu, sigma, u, prec, b, _TABLE)
+
+
 def posterior_starts_freqs(mu, sigma, idx, prec, b):
     t = cdf_table(mu, sigma, prec, b)
     k = np.asarray(idx, dtype=np.intp).ravel()

@@ -1,0 +1,97 @@
+"""An exported model as the coder sees it: ``manifest.json``, ``encoder.onnx``,
+``decoder.onnx`` (and what its likelihood family ships beside them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BitsbackError, InputError
+from . import likelihoods
+
+# Coding precisions, in bits, unless the manifest says otherwise (export writes these).
+# likelihood: the quantised p(x|z) CDFs (24 keeps the 255 minimum-frequency bins of a
+# sharp logistic at ~1.5e-5 of the mass); posterior: q(z|x) over the buckets;
+# latent_bits: log2 of the number of equal-mass N(0, 1) buckets per latent dimension.
+DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
+
+
+class Model:
+    """A VAE exported for coding (read-only once loaded)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        manifest = self.dir / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{self.dir} has no manifest.json: not a bitsback model directory")
+        self.manifest = json.loads(manifest.read_text())
+        m = self.manifest
+        self.name = str(m.get("name", self.dir.name))
+        self.shape = tuple(int(s) for s in m["image_shape"])
+        self.dim = int(np.prod(self.shape))
+        self.lik = likelihoods.for_model(m["likelihood"], m, self.dir, self.shape)
+        self.likelihood = self.lik.name
+        self.levels = int(m.get("levels", self.lik.levels))
+        self.latent = int(m["latent_size"])
+        digest = hashlib.sha256()
+        for f in ("encoder.onnx", "decoder.onnx", *getattr(self.lik, "files", ())):
+            digest.update(hashlib.sha256((self.dir / f).read_bytes()).digest())
+        self.sha256 = digest.hexdigest()
+        rec = m.get("precision") or m.get("recommended_precision") or {}
+        self.precision = {k: int(rec.get(k, v)) for k, v in DEFAULT_PRECISION.items()}
+        self.expected_bits_per_dim = _expected_bpd(m, self.levels)
+        self.inactive_dims = m.get("inactive_dims", [])
+
+    def check_images(self, images) -> np.ndarray:
+        """Images as this model codes them: C-contiguous uint8 (N, *shape), one image
+        taken as N = 1; InputError names what is wrong (shape, dtype, levels)."""
+        x = np.asarray(images)
+        if x.shape == self.shape:
+            x = x[None]
+        if x.ndim != len(self.shape) + 1 or x.shape[1:] != self.shape:
+            raise InputError(f"model {self.name} codes images of shape {self.shape}; got array of shape {x.shape}")
+        if x.shape[0] == 0:
+            raise InputError("no images to compress")
+        if x.dtype != np.uint8:
+            if x.dtype == np.bool_ or (np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() <= 255):
+                x = x.astype(np.uint8)
+            else:
+                raise InputError(f"images must be uint8 (or integers in 0..255); got dtype {x.dtype}")
+        if x.max() >= self.levels:
+            hint = " (threshold first: bitsback.datasets.binarize, or --binarize on the command line)" if self.levels == 2 else ""
+            raise InputError(f"model {self.name} codes {self.levels} levels per pixel; images contain {int(x.max())}{hint}")
+        return np.ascontiguousarray(x)
+
+    @property
+    def context(self):
+        """The causal-context tables of a context family (None for the others)."""
+        return getattr(self.lik, "context", None)
+
+
+def _expected_bpd(manifest: dict, levels: int) -> float:
+    metrics = manifest.get("metrics") or {}
+    for key in ("test_elbo_bpd", "test_bpd"):
+        v = metrics.get(key)
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    return 0.15 if levels == 2 else 1.5
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """A bundled model's name (``mnist-binary``) or a directory holding an exported model."""
+    p = Path(name_or_path)
+    if (p / "manifest.json").is_file():
+        return p
+    from .. import zoo
+
+    try:
+        return Path(zoo.model_dir(str(name_or_path)))
+    except KeyError:
+        raise BitsbackError(
+            f"unknown model {name_or_path!r}: not a bundled model ({', '.join(zoo.names())}) "
+            "nor a directory with manifest.json"
+        ) from None

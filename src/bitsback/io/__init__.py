@@ -1,0 +1,1 @@
+"""Files in and out: atomic outputs (``atomic``) and lazy dataset readers (``sources``)."""
