@@ -130,3 +130,39 @@ def test_mark_inactive_finds_the_shipped_collapsed_dims(tmp_path):
     assert mark_inactive(tmp_path / "m", x) == shipped
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["inactive_dims"] == shipped
     assert mark_inactive(tmp_path / "m", x, kl_bits=-1.0) == []
+
+
+def test_export_cli_from_a_checkpoint(tmp_path, capsys):
+    """`bitsback export` ships a training checkpoint: the manifest records the commands,
+    the checkpoint's meta, the coder's default precisions and the collapsed latent dims."""
+    from bitsback import export
+    from bitsback.bbans.model import DEFAULT_PRECISION
+    from bitsback.models.checkpoints import save_ckpt
+
+    torch.manual_seed(0)
+    cfg = dict(likelihood="bernoulli", levels=2, hidden=[16], latent=3, image_shape=[28, 28])
+    enc, dec = build_vae(cfg)
+    ck = tmp_path / "best.pt"
+    save_ckpt(ck, config=cfg, encoder=enc.state_dict(), decoder=dec.state_dict(), epoch=4, val_bpd=0.5,
+              meta={"stage": "vae", "args": {"lr": 1e-3}, "preprocess": "binarize"})
+    out = tmp_path / "m"
+    argv = ["--ckpt", str(ck), "--out", str(out), "--name", "tiny", "--inactive-data", str(FIX),
+            "--recipe", "bitsback train vae A", "--recipe", "bitsback train encoder B"]
+    assert export.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["name"] == "tiny" and m["preprocess"] == "binarize" and m["latent_size"] == 3
+    assert m["recommended_precision"] == DEFAULT_PRECISION
+    t = m["training"]
+    assert t["commands"] == ["bitsback train vae A", "bitsback train encoder B"]
+    assert t["export_command"] == "bitsback export " + " ".join(argv)
+    assert t["checkpoint_meta"]["args"] == {"lr": 1e-3} and t["epochs"] == 4 and t["val_bpd"] == 0.5
+    assert isinstance(m["inactive_dims"], list) and set(m["inactive_dims"]) <= {0, 1, 2}
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+
+
+def test_export_does_not_import_train():
+    code = "import sys, bitsback.export; assert 'bitsback.train' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

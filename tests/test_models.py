@@ -91,3 +91,9 @@ def test_ar_logprob_uses_observed_channels():
     coeffs[:, 0] = 1.0
     lp = decoder_logprob("logistic_ar", (mean, ls, coeffs), x)
     assert float(lp) > -1e-3  # all mass on the observed values
+
+
+def test_log_scale_clamps_are_the_coders():
+    from bitsback.bbans import likelihoods
+
+    assert (LOG_SCALE_MIN, LOG_SCALE_MAX) == (likelihoods.LOG_SCALE_MIN, likelihoods.LOG_SCALE_MAX)

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +10,10 @@ torch = pytest.importorskip("torch")
 
 from bitsback import datasets, train  # noqa: E402
 from bitsback.models import build_vae  # noqa: E402
+from bitsback.models.checkpoints import load_ckpt, read_ckpt, save_ckpt  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "mnist-t10k-first64-idx3-ubyte.gz"
+ROOT = Path(__file__).resolve().parents[1]
 CFGS = {
     "bernoulli": dict(likelihood="bernoulli", levels=2, hidden=[32, 32], latent=4),
     "logistic_mixture": dict(likelihood="logistic_mixture", levels=256, hidden=[32, 32], latent=4, mixture=2),
@@ -122,7 +126,7 @@ def test_low_rank_head_from_a_trained_vae(tmp_path):
     common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
     full = tmp_path / "full"
     assert train.main(["vae", "--out", str(full), "--epochs", "1", "--latent", "4", "--hidden", "32", *common]) == 0
-    _, dec, ck = train.load_ckpt(full / "best.pt")
+    _, dec, ck = load_ckpt(full / "best.pt")
     W = dec.head.weight.detach()
     z = torch.randn(5, 4)
     for r in (32, 3):
@@ -138,7 +142,7 @@ def test_low_rank_head_from_a_trained_vae(tmp_path):
     out = tmp_path / "r3"
     assert train.main(["vae", "--init", str(full / "best.pt"), "--head-rank", "3", "--out", str(out),
                        "--epochs", "1", *common]) == 0
-    _, dec3, ck3 = train.load_ckpt(out / "best.pt")
+    _, dec3, ck3 = load_ckpt(out / "best.pt")
     assert ck3["config"]["head_rank"] == 3 and dec3.head[0].weight.shape == (3, 32)
     # back to full rank: the product, exactly what the rank-3 decoder computes
     back = build_vae({**ck3["config"], "head_rank": 0})[1]
@@ -153,7 +157,7 @@ def test_smaller_encoder_from_a_trained_vae(tmp_path):
     common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
     full = tmp_path / "full"
     assert train.main(["vae", "--out", str(full), "--epochs", "1", "--latent", "4", "--hidden", "32", *common]) == 0
-    enc, dec, ck = train.load_ckpt(full / "best.pt")
+    enc, dec, ck = load_ckpt(full / "best.pt")
     x = _data(2)
     cfg, same = train.resized_encoder(enc, ck["config"], rank=32)
     assert cfg["enc_rank"] == 32
@@ -166,7 +170,7 @@ def test_smaller_encoder_from_a_trained_vae(tmp_path):
     out = tmp_path / "small"
     assert train.main(["encoder", "--init", str(full / "best.pt"), "--out", str(out), "--epochs", "1",
                        "--enc-hidden", "16,8", "--enc-rank", "4", *common]) == 0
-    enc2, dec2, ck2 = train.load_ckpt(out / "best.pt")
+    enc2, dec2, ck2 = load_ckpt(out / "best.pt")
     assert ck2["config"]["enc_hidden"] == [16, 8] and ck2["config"]["enc_rank"] == 4
     assert enc2.body[0][0].weight.shape == (4, 784) and enc2.head.weight.shape == (8, 8)
     for k, v in dec.state_dict().items():
@@ -205,5 +209,53 @@ def test_fewer_mixture_components_from_a_trained_vae(tmp_path):
     torch.save(ck, path)
     out = tmp_path / "k2"
     assert train.main(["vae", "--init", str(path), "--mixture", "2", "--out", str(out), "--epochs", "1", *common]) == 0
-    _, dec_k2, ck2 = train.load_ckpt(out / "best.pt")
+    _, dec_k2, ck2 = load_ckpt(out / "best.pt")
     assert ck2["config"]["mixture"] == 2 and dec_k2.context.coef.shape[1] == 2
+
+
+def test_checkpoint_holds_plain_data_only(tmp_path):
+    """save_ckpt writes tensors and plain data, replacing the file atomically (no temporary
+    left behind), and refuses a function (what early checkpoints pickled) before writing."""
+    path = tmp_path / "c.pt"
+    for epoch in (1, 2):
+        save_ckpt(path, epoch=epoch, weights=torch.ones(2), meta={"args": {"lr": 1e-3, "out": "x"}})
+    assert read_ckpt(path)["epoch"] == 2 and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    with pytest.raises(TypeError, match=r"\['meta'\]\['args'\]\['func'\]"):
+        save_ckpt(path, epoch=3, meta={"args": {"func": train.cmd_vae}})
+    assert read_ckpt(path)["epoch"] == 2 and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+# An early checkpoint, written as `python -m bitsback.train` wrote it: that program was
+# __main__, and its options (argparse's Namespace as a dict) held func = __main__.cmd_vae.
+_EARLY_CHECKPOINT = """
+import sys, torch
+from bitsback.models import build_vae
+
+def cmd_vae(args):
+    pass
+
+cfg = dict(likelihood="bernoulli", levels=2, hidden=[8], latent=2, image_shape=[28, 28])
+enc, dec = build_vae(cfg)
+args = {"cmd": "vae", "lr": 1e-3, "func": cmd_vae}
+torch.save(dict(config=cfg, encoder=enc.state_dict(), decoder=dec.state_dict(), epoch=1,
+                meta={"stage": "vae", "args": args, "preprocess": "binarize"}), sys.argv[1])
+"""
+
+
+def test_early_checkpoint_with_main_function_loads(tmp_path):
+    """A checkpoint that pickled a function of its writer's __main__ loads without that
+    entry, and without touching this program's __main__."""
+    import __main__
+
+    path = tmp_path / "early.pt"
+    r = subprocess.run([sys.executable, "-c", _EARLY_CHECKPOINT, str(path)], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert b"__main__" in path.read_bytes()             # really a reference into __main__
+    with pytest.raises(AttributeError, match="cmd_vae"):  # which a plain load cannot resolve
+        torch.load(path, weights_only=False)
+    had = hasattr(__main__, "cmd_vae")
+    enc, dec, ck = load_ckpt(path)
+    assert ck["meta"]["args"] == {"cmd": "vae", "lr": 1e-3}
+    assert enc(torch.zeros(1, 784))[0].shape == (1, 2) and dec(torch.zeros(1, 2)).shape == (1, 784)
+    assert hasattr(__main__, "cmd_vae") == had

@@ -12,13 +12,13 @@ import math
 import os
 import pickle
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DatasetError
+from .io.atomic import write_bytes
 
 __all__ = ["load", "save", "binarize", "binarize_stochastic", "DatasetError"]
 
@@ -238,26 +238,12 @@ def load(path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- writers
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` by the atomic-write rule (bitsback.io.atomic), creating missing
+    folders; an existing file is replaced. Not flushed to disk one by one: a folder of
+    PNGs is many small files."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_bytes(path, data, force=True, durable=False)
 
 
 def _idx_bytes(images: np.ndarray) -> bytes:
@@ -266,7 +252,7 @@ def _idx_bytes(images: np.ndarray) -> bytes:
 
 
 def save(path, images: np.ndarray) -> None:
-    """Write uint8 images atomically (temp file + os.replace).
+    """Write uint8 images, each file atomically (bitsback.io.atomic: complete or not at all).
 
     The format follows the suffix: ``.npy``, ``.npz`` (key ``images``), ``.idx``,
     ``.idx.gz`` / ``-ubyte.gz`` (gzip IDX), ``*-ubyte`` (IDX), or a path ending in ``/``
@@ -282,15 +268,15 @@ def save(path, images: np.ndarray) -> None:
     if name.endswith(".npy"):
         buf = io.BytesIO()
         np.save(buf, images)
-        _atomic_write(path, buf.getvalue())
+        _write(path, buf.getvalue())
     elif name.endswith(".npz"):
         buf = io.BytesIO()
         np.savez_compressed(buf, images=images)
-        _atomic_write(path, buf.getvalue())
+        _write(path, buf.getvalue())
     elif name.endswith(".gz"):
-        _atomic_write(path, gzip.compress(_idx_bytes(images), compresslevel=9, mtime=0))
+        _write(path, gzip.compress(_idx_bytes(images), compresslevel=9, mtime=0))
     elif name.endswith(".idx") or name.endswith("-ubyte"):
-        _atomic_write(path, _idx_bytes(images))
+        _write(path, _idx_bytes(images))
     elif str(path).endswith(os.sep) or path.suffix == "" or path.is_dir():
         _save_png_dir(path, images)
     else:
@@ -309,4 +295,4 @@ def _save_png_dir(path: Path, images: np.ndarray) -> None:
                 im = im[:, :, 0]
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(im)).save(buf, format="PNG")
-        _atomic_write(path / f"{i:0{width}d}.png", buf.getvalue())
+        _write(path / f"{i:0{width}d}.png", buf.getvalue())

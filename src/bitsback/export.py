@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import warnings
@@ -31,16 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bbans.model import DEFAULT_PRECISION
+from .io.atomic import write_bytes
+from .models.checkpoints import load_ckpt, load_images
 from .models.likelihoods import OUTPUT_NAMES
 
 MANIFEST_VERSION = 1
 OPSET = 17
-
-# What the coder should use unless it knows better (see docs/MODELS.md).
-# likelihood: bits of the quantised p(x|z) CDFs (24 keeps the 255 minimum-frequency bins of
-# a sharp logistic at ~1.5e-5 of the mass); posterior: bits of q(z|x) over the buckets;
-# latent_bits: log2 of the number of equal-mass N(0,1) buckets per latent dimension.
-RECOMMENDED_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 
 
 def sha256_file(path) -> str:
@@ -49,20 +45,6 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
-def _atomic_bytes(path: Path, data: bytes):
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
 
 
 def _weights_to_fp16(model_proto, min_elems: int = 1024):
@@ -111,7 +93,7 @@ def _export_one(module, example, in_name, out_names, path: Path, fp16: bool):
         proto = _weights_to_fp16(proto)
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(path, proto.SerializeToString())
+    write_bytes(path, proto.SerializeToString(), force=True)
 
 
 class _FeaturesOnly(torch.nn.Module):
@@ -197,7 +179,7 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
         # decoder.onnx gives the per-pixel features; the context tables ship as context.npz
         head = decoder.context
         context = head.spec
-        _atomic_bytes(out_dir / "context.npz", _npz(head.tables()))
+        write_bytes(out_dir / "context.npz", _npz(head.tables()), force=True)
         files.append("context.npz")
         decoder = _FeaturesOnly(decoder)
     _export_one(decoder, torch.zeros(2, Z), "z", OUTPUT_NAMES[likelihood], out_dir / "decoder.onnx", fp16)
@@ -224,7 +206,8 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
                     "outputs": list(OUTPUT_NAMES[likelihood])},
         "weights_dtype": weights,
         "onnx_opset": OPSET,
-        "recommended_precision": dict(RECOMMENDED_PRECISION),
+        # what the coder uses unless told otherwise: its own defaults
+        "recommended_precision": dict(DEFAULT_PRECISION),
         "config": config,
         "training": training or {},
         "metrics": metrics or {},
@@ -240,8 +223,8 @@ def export_vae(encoder, decoder, out_dir, *, likelihood: str, image_shape, level
 
 
 def write_manifest(out_dir, manifest: dict):
-    out_dir = Path(out_dir)
-    _atomic_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(Path(out_dir) / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode(),
+                force=True)
 
 
 def read_manifest(out_dir) -> dict:
@@ -285,6 +268,40 @@ def mark_inactive(out_dir, images, kl_bits: float = INACTIVE_KL_BITS) -> list[in
     return dims
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+def export_checkpoint(ckpt, out, *, name: str | None = None, weights: str = "float32", decoder_ckpt=None,
+                      commands=(), metrics: dict | None = None, inactive_data=None, inactive_limit: int = 10000,
+                      command: str | None = None) -> dict:
+    """Export a training checkpoint (``best.pt``) to model folder ``out`` with :func:`export_vae`.
+
+    ``decoder_ckpt``: take the decoder from this checkpoint instead (same architecture).
+    ``commands``: the training commands recorded in ``manifest["training"]["commands"]``;
+    ``command``: the export command recorded as ``export_command``. ``metrics`` is stored as
+    ``manifest["metrics"]``. With ``inactive_data`` (training images), the latent dims
+    collapsed on its first ``inactive_limit`` images are recorded (:func:`mark_inactive`).
+    Returns the manifest written.
+    """
+    enc, dec, ck = load_ckpt(ckpt)
+    if decoder_ckpt:
+        _, dec, _ = load_ckpt(decoder_ckpt)
+    cfg = ck["config"]
+    training = {"commands": list(commands), "checkpoint_meta": _jsonable(ck.get("meta", {})),
+                "epochs": ck.get("epoch"), "val_bpd": ck.get("val_bpd"), "export_command": command}
+    man = export_vae(enc, dec, out, likelihood=cfg["likelihood"], image_shape=cfg["image_shape"],
+                     levels=cfg["levels"], latent=cfg["latent"], name=name,
+                     preprocess=ck.get("meta", {}).get("preprocess", "none"), mixture=cfg.get("mixture", 1),
+                     config=cfg, weights=weights, training=training, metrics=metrics or {})
+    if inactive_data:
+        x = load_images(inactive_data, man["preprocess"], inactive_limit).numpy()
+        man["inactive_dims"] = mark_inactive(out, x)
+    return man
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
@@ -300,32 +317,13 @@ def main(argv=None) -> int:
                     help="training images: latent dims collapsed on them are recorded as inactive (not coded)")
     ap.add_argument("--inactive-limit", type=int, default=10000, help="images of --inactive-data used (default 10000)")
     args = ap.parse_args(argv)
-
-    from .train import load_ckpt
-
-    enc, dec, ck = load_ckpt(args.ckpt)
-    if args.decoder_ckpt:
-        _, dec, _ = load_ckpt(args.decoder_ckpt)
-    cfg = ck["config"]
-    metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
-    training = {"commands": args.recipe, "checkpoint_meta": _jsonable(ck.get("meta", {})),
-                "epochs": ck.get("epoch"), "val_bpd": ck.get("val_bpd"),
-                "export_command": "bitsback export " + " ".join(argv if argv is not None else sys.argv[1:])}
-    man = export_vae(enc, dec, args.out, likelihood=cfg["likelihood"], image_shape=cfg["image_shape"],
-                     levels=cfg["levels"], latent=cfg["latent"], name=args.name,
-                     preprocess=ck.get("meta", {}).get("preprocess", "none"), mixture=cfg.get("mixture", 1),
-                     config=cfg, weights=args.weights, training=training, metrics=metrics)
-    if args.inactive_data:
-        from .train import load_images
-
-        x = load_images(args.inactive_data, man["preprocess"], args.inactive_limit).numpy()
-        man["inactive_dims"] = mark_inactive(args.out, x)
+    man = export_checkpoint(
+        args.ckpt, args.out, name=args.name, weights=args.weights, decoder_ckpt=args.decoder_ckpt,
+        commands=args.recipe, metrics=json.loads(Path(args.metrics).read_text()) if args.metrics else None,
+        inactive_data=args.inactive_data, inactive_limit=args.inactive_limit,
+        command="bitsback export " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps({"out": args.out, "files": man["files"]}, indent=2))
     return 0
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))
 
 
 if __name__ == "__main__":

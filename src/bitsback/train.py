@@ -10,7 +10,8 @@ encoder  encoder-only objectives on a frozen decoder: ``rha`` (reverse half-asle
 eval     test -ELBO bits/dim, importance-weighted -log p(x) (k samples), and "optimal
          inference" bits/dim (per-image posterior optimisation, Eq. 13, bounded steps).
 
-Bits/dim = nats / (D ln 2). Checkpoints: <out>/last.pt (resume) and <out>/best.pt.
+Bits/dim = nats / (D ln 2). Checkpoints (models/checkpoints.py): <out>/last.pt (resume)
+and <out>/best.pt.
 """
 from __future__ import annotations
 
@@ -25,24 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import datasets
-from .models import build_vae, decoder_logprob, make_spec, sample
+from . import datasets, export
+from .io.atomic import write_bytes
+from .models import build_vae, decoder_logprob, load_torch, make_spec, sample
+from .models.checkpoints import (PREPROCESS, build_modules, load_ckpt, load_images, plain_args, read_ckpt,
+                                 save_ckpt)
 from .models.likelihoods import LN2
 
 # ----------------------------------------------------------------------------- data
-
-PREPROCESS = {"binarize": lambda x: datasets.binarize(x), "none": lambda x: x,
-              "stochastic": lambda x: datasets.binarize_stochastic(x, 0)}
-
-
-def load_images(path, preprocess: str = "none", limit: int | None = None) -> torch.Tensor:
-    """Load a dataset file as float32 (N, D) raw symbol values."""
-    x = datasets.load(path)
-    if limit:
-        x = x[:limit]
-    x = PREPROCESS[preprocess](x)
-    return torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1)).astype(np.float32))
-
 
 def split_train_val(x: torch.Tensor, n_val: int, seed: int = 0):
     """Deterministic held-out split of the *training* set (for early stopping)."""
@@ -221,36 +212,12 @@ def bpd(nats: np.ndarray, dim: int) -> float:
     return float(np.mean(nats) / (dim * LN2))
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- loops
 
-def save_ckpt(path, **state):
-    tmp = str(path) + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_ckpt(path, device="cpu"):
-    """Load a checkpoint -> (encoder, decoder, ckpt dict)."""
-    import __main__
-
-    for fn in ("cmd_vae", "cmd_encoder", "cmd_eval"):  # early checkpoints pickled argparse's func
-        if not hasattr(__main__, fn):
-            setattr(__main__, fn, globals()[fn])
-    ck = torch.load(path, map_location=device, weights_only=False)
-    enc, dec = _modules(ck)
-    return enc.to(device), dec.to(device), ck
-
-
-def _modules(ck: dict):
-    """(encoder, decoder) of a loaded checkpoint, on the CPU."""
-    enc, dec = build_vae(ck["config"])
-    enc.load_state_dict(ck["encoder"])
-    dec.load_state_dict(ck["decoder"])
-    return enc, dec
-
-
-def _args_dict(args):
-    return {k: v for k, v in vars(args).items() if k != "func"}
+def _write_text(path, text: str) -> None:
+    """Write ``text`` to ``path``, replacing it, by the atomic-write rule: a run stopped
+    mid-write leaves no half file (a DONE marker, an evaluation cache) for the next to read."""
+    write_bytes(path, text.encode(), force=True)
 
 
 def _log(out_dir: Path, rec: dict):
@@ -260,8 +227,6 @@ def _log(out_dir: Path, rec: dict):
         f.write(line + "\n")
 
 
-# ----------------------------------------------------------------------------- loops
-
 def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
     """Shared epoch loop: Adam, time/epoch budget, val-based best.pt, last.pt for resume."""
     from tqdm import tqdm
@@ -270,7 +235,7 @@ def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
     start_epoch, best, history = 0, float("inf"), []
     last = out / "last.pt"
     if args.resume and last.exists():
-        ck = torch.load(last, map_location=args.device, weights_only=False)
+        ck = read_ckpt(last, args.device)
         enc.load_state_dict(ck["encoder"])
         dec.load_state_dict(ck["decoder"])
         lrs = [g["lr"] for g in opt.param_groups]
@@ -326,7 +291,7 @@ def cmd_vae(args):
         return
     torch.manual_seed(args.seed)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    init = torch.load(args.init, map_location="cpu", weights_only=False) if args.init else None
+    init = read_ckpt(args.init) if args.init else None
     if init:  # continue a trained VAE (its architecture), with the output layer at --head-rank
         rank = init["config"].get("head_rank", 0) if args.head_rank is None else args.head_rank
         model_cfg = {**init["config"], "head_rank": rank}
@@ -369,7 +334,7 @@ def cmd_vae(args):
             return float("nan")
         return bpd(eval_neg_elbo(enc, dec, x_val, cfg, device=args.device), dim)
 
-    meta = {"stage": "vae", "argv": sys.argv, "args": _args_dict(args), "preprocess": args.preprocess}
+    meta = {"stage": "vae", "argv": sys.argv, "args": plain_args(args), "preprocess": args.preprocess}
     # The context tables are sparse (one row per context) and start far from their optimum:
     # they may learn with a larger step (--context-lr-scale).
     ctx = [p for n, p in dec.named_parameters() if n.startswith("context.")]
@@ -399,7 +364,7 @@ def fewer_components(init: dict, k: int, x: torch.Tensor) -> tuple[dict, dict]:
     if cfg["likelihood"] != "logistic_context" or not 1 <= k <= K:
         raise SystemExit(f"--mixture {k}: --init must be a logistic_context model with at least {k} components "
                          f"(it is {cfg['likelihood']} with {K})")
-    enc, dec = _modules(init)
+    enc, dec = build_modules(init)
     enc.eval(); dec.eval()
     spec = cfg["context"]
     weight = torch.softmax(dec.context.wbias.double(), -1)   # one pixel at g = 0: contexts x never visits
@@ -448,8 +413,8 @@ def _factorised(state: dict, prefix: str, W, b, r: int) -> None:
 
 def _finish(out: Path, best: float, args=None):
     reason = getattr(args, "_stop_reason", "epochs")
-    (out / "DONE").write_text(json.dumps({"best_val_bpd": best, "reason": reason,
-                                          "epochs": getattr(args, "epochs", None)}) + "\n")
+    _write_text(out / "DONE", json.dumps({"best_val_bpd": best, "reason": reason,
+                                           "epochs": getattr(args, "epochs", None)}) + "\n")
     print(json.dumps({"best_val_bpd": best, "checkpoint": str(out / "best.pt")}))
 
 
@@ -512,7 +477,7 @@ def cmd_encoder(args):
         return bpd(eval_neg_elbo(enc, dec, x_val, cfg, device=args.device), dim)
 
     meta = {**ck["meta"], "stage": "encoder", "objective": args.objective, "alpha": args.alpha,
-            "init": str(args.init), "argv2": sys.argv, "encoder_args": _args_dict(args), "preprocess": pre}
+            "init": str(args.init), "argv2": sys.argv, "encoder_args": plain_args(args), "preprocess": pre}
     best = _epochs(args, out, enc, dec, list(enc.parameters()), step, val, cfg,
                    {"x_train": x_train, "meta": meta})
     _finish(out, best, args)
@@ -539,7 +504,6 @@ def evaluate(enc, dec, model_cfg, x, iwae_k=1000, optimal_steps=300, n_samples=1
 def cmd_eval(args):
     torch.manual_seed(args.seed)
     if Path(args.model).is_dir():
-        from .models import load_torch
         enc, dec, man = load_torch(args.model)
         model_cfg = man["config"]
         pre = man["preprocess"]
@@ -555,7 +519,7 @@ def cmd_eval(args):
     res["data"] = str(args.data)
     print(json.dumps(res))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(res, indent=2))
+        _write_text(args.json_out, json.dumps(res, indent=2))
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -634,29 +598,36 @@ def _cached_eval(path: Path, fn):
         return json.loads(path.read_text())
     res = fn()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
+    _write_text(path, json.dumps(res, indent=2))
     return res
 
 
-def cmd_recipe(args):
-    from . import export as export_mod
+def _run_stage(cmd: str, flags: list[str]) -> None:
+    """Run the training stage ``bitsback train <cmd> <flags>`` in this process. A recipe's
+    stages run from the very flags its manifest records as their commands, so that the
+    record and the run cannot differ."""
+    args = build_parser().parse_args([cmd, *flags])
+    args.func(args)
 
+
+def cmd_recipe(args):
     r = RECIPES[args.name]
     W = Path(args.work)
     pre, vae_dir = r["prefix"], W / r["vae_dir"]
-    thr = ["--threads", str(args.threads or 1)]
+    torch.set_num_threads(args.threads or 1)
+    thr = ["--threads", str(args.threads or 1)]     # recorded in each stage's checkpoint options
     train_data = ["--data", str(args.data)]
-    main(["vae", "--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
+    _run_stage("vae", ["--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
     if r.get("finetune"):  # more epochs of the same run at a lower rate (later flags win)
-        main(["vae", "--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
+        _run_stage("vae", ["--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
     derived = []
     for name, flags in r.get("derived", []):  # new runs, each from the last: output layer factorised, ...
-        derived.append(["vae", "--init", str(vae_dir / "best.pt"), "--out", str(W / name), *flags])
-        main([*derived[-1], *train_data, *thr, "--resume"])
+        derived.append(["--init", str(vae_dir / "best.pt"), "--out", str(W / name), *flags])
+        _run_stage("vae", [*derived[-1], *train_data, *thr, "--resume"])
         vae_dir = W / name
     for seed in r["seeds"]:
-        main(["encoder", "--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
-              *r["encoder"], "--seed", str(seed), *train_data, *thr, "--resume"])
+        _run_stage("encoder", ["--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
+                               *r["encoder"], "--seed", str(seed), *train_data, *thr, "--resume"])
     if args.stop_after_training:
         return
     zoo_out = Path(args.zoo) / args.name
@@ -665,7 +636,7 @@ def cmd_recipe(args):
     stages = [f"bitsback train vae --out {W / r['vae_dir']} {' '.join(r['vae'])} --resume"]
     if r.get("finetune"):
         stages.append(f"bitsback train vae --out {W / r['vae_dir']} {' '.join(r['vae'] + r['finetune'])} --resume")
-    stages += ["bitsback train " + " ".join(d) + " --resume" for d in derived]
+    stages += ["bitsback train vae " + " ".join(d) + " --resume" for d in derived]
     stages += [
         f"bitsback train encoder --init {vae_dir}/best.pt --out {W}/{pre}-rha-s{s} {' '.join(r['encoder'])} --seed {s} --resume"
         for s in r["seeds"]]
@@ -675,11 +646,13 @@ def cmd_recipe(args):
     for tag, out in exports.items():
         ck = vae_dir / "best.pt" if tag == "baseline" else W / f"{pre}-{tag}" / "best.pt"
         if out == zoo_out or not (out / "manifest.json").exists():
-            argv = ["--ckpt", str(ck), "--out", str(out), "--name", args.name if out == zoo_out else f"{args.name}-{tag}",
-                    "--weights", r["weights"], "--inactive-data", str(args.data),
-                    "--recipe", cmdline, *sum((["--recipe", c] for c in stages), [])]
-            export_mod.main(argv)
-    from .models import load_torch
+            model_name = args.name if out == zoo_out else f"{args.name}-{tag}"
+            commands = [cmdline, *stages]
+            command = (f"bitsback export --ckpt {ck} --out {out} --name {model_name} --weights {r['weights']} "
+                       f"--inactive-data {args.data}" + "".join(f" --recipe {c}" for c in commands))
+            man = export.export_checkpoint(ck, out, name=model_name, weights=r["weights"], inactive_data=args.data,
+                                           commands=commands, command=command)
+            print(json.dumps({"out": str(out), "files": man["files"]}, indent=2))
 
     metrics = {}
     for n, tag_all in ((1000, "test_first1000"), (0, "test_all10000")):
@@ -717,9 +690,9 @@ def cmd_recipe(args):
             "iwae_k": s0.get("iwae_k"),
             "elbo_samples_per_image": args.samples,
         }
-        export_mod.update_metrics(zoo_out, tag_all, metrics[tag_all])
+        export.update_metrics(zoo_out, tag_all, metrics[tag_all])
         if not n:  # the headline number the codec reads: shipped encoder, all test images
-            export_mod.update_metrics(zoo_out, "test_elbo_bpd", s0["neg_elbo_bpd"])
+            export.update_metrics(zoo_out, "test_elbo_bpd", s0["neg_elbo_bpd"])
     print(json.dumps(metrics, indent=2))
 
 

@@ -2,9 +2,12 @@
 
 Public API
 ----------
-build_vae(config) -> (encoder, decoder)
-load_torch(model_dir) -> (encoder, decoder, manifest)
+build_vae(config) -> (encoder, decoder)                  (models/vae.py)
+load_torch(model_dir) -> (encoder, decoder, manifest)    (models/io.py)
 decoder_logprob / decoder_nll(likelihood, outputs, x) -> (B,) nats
+
+Training checkpoints (save, load, the images their models take) live in
+:mod:`bitsback.models.checkpoints`.
 """
 from __future__ import annotations
 
@@ -13,45 +16,8 @@ from .likelihoods import (LOG_SCALE_MAX, LOG_SCALE_MIN, OUTPUT_NAMES, decoder_lo
 from .context import make_spec
 from .mlp import MLPDecoder, MLPEncoder
 from .resnet import ResNetDecoder, ResNetEncoder
-
-DEFAULT_CONFIG = {
-    "arch": "mlp",
-    "image_shape": [28, 28],
-    "levels": 2,
-    "likelihood": "bernoulli",
-    "latent": 32,
-    "hidden": [500, 500],
-    "mixture": 1,
-}
-
-
-def build_vae(config: dict):
-    """Build (encoder, decoder) from a config dict (see DEFAULT_CONFIG)."""
-    import numpy as np
-
-    cfg = {**DEFAULT_CONFIG, **config}
-    dim = int(np.prod(cfg["image_shape"]))
-    if cfg["arch"] == "mlp":
-        enc = MLPEncoder(dim, cfg["latent"], cfg.get("enc_hidden") or cfg["hidden"], cfg["levels"], cfg.get("enc_rank", 0))
-        ctx = cfg.get("context")
-        if cfg["likelihood"].endswith("_context") and not ctx:
-            ctx = make_spec(cfg["likelihood"], cfg["image_shape"])
-        dec = MLPDecoder(dim, cfg["latent"], cfg["hidden"], cfg["likelihood"], cfg["mixture"], ctx,
-                         cfg.get("head_rank", 0))
-    elif cfg["arch"] == "resnet":
-        enc = ResNetEncoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])
-        dec = ResNetDecoder(cfg["latent"], cfg.get("channels", 64), cfg.get("blocks", 2), cfg["image_shape"])
-    else:
-        raise ValueError(f"unknown arch {cfg['arch']!r}")
-    return enc, dec
-
-
-def load_torch(model_dir):
-    """Rebuild torch (encoder, decoder, manifest) from a shipped model directory."""
-    from .io import load_torch as _lt
-
-    return _lt(model_dir)
-
+from .vae import DEFAULT_CONFIG, build_vae
+from .io import load_torch
 
 __all__ = [
     "build_vae", "load_torch", "decoder_logprob", "decoder_nll", "sample", "OUTPUT_NAMES",

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .vae import build_vae
+
 
 def onnx_weights(path) -> dict:
     """{initializer name: float32 numpy array}; float16-stored weights are widened back."""
@@ -46,8 +48,6 @@ def _unwrapped(weights: dict) -> dict:
 
 def load_torch(model_dir):
     """(encoder, decoder, manifest) as torch modules with the exact shipped weights (eval mode)."""
-    from . import build_vae
-
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     cfg = manifest.get("config")

@@ -5,7 +5,8 @@ in nats. ``x`` holds the raw symbol values as floats (0/1 or 0..255).
 
 Discretised logistic (pixel units): bin k covers [k - 0.5, k + 0.5]; bin 0 absorbs
 (-inf, 0.5] and bin 255 absorbs [254.5, inf). log_scale is clamped to
-[LOG_SCALE_MIN, LOG_SCALE_MAX] -- the same constants as :mod:`bitsback.cdf.logistic`.
+[LOG_SCALE_MIN, LOG_SCALE_MAX] -- the coder's constants, imported from
+:mod:`bitsback.bbans.likelihoods`.
 """
 from __future__ import annotations
 
@@ -14,11 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-try:  # the coder's constants are the source of truth when the module exists
-    from bitsback.cdf.logistic import LOG_SCALE_MAX, LOG_SCALE_MIN  # type: ignore
-except Exception:  # pragma: no cover - identical fallback, keep in sync
-    LOG_SCALE_MIN = -7.0
-    LOG_SCALE_MAX = 7.0
+from ..bbans.likelihoods import LOG_SCALE_MAX, LOG_SCALE_MIN
 
 LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "logistic_ar", "bernoulli_context",
                "logistic_context")
