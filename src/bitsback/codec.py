@@ -88,29 +88,13 @@ class Codec:
         self.step = Step(m, Network(m.dir / "encoder.onnx", device), Network(m.dir / "decoder.onnx", device), settings)
 
     # ------------------------------------------------------------------ settings
-    @property
-    def settings(self) -> hdr.Settings:
-        return self.step.settings
-
-    @property
-    def encoder(self) -> Network:
-        return self.step.encoder
-
-    @property
-    def decoder(self) -> Network:
-        return self.step.decoder
-
-    @property
-    def k_steps(self) -> int:
-        return self.settings.k_steps
-
-    @property
-    def lr(self) -> float:
-        return self.settings.lr
-
-    @property
-    def seed(self) -> int:
-        return self.settings.seed
+    # the settings and networks, read through the Step that codes with them
+    settings = property(lambda self: self.step.settings, doc="The coding settings (header.Settings).")
+    encoder = property(lambda self: self.step.encoder, doc="The encoder's onnxruntime session.")
+    decoder = property(lambda self: self.step.decoder, doc="The decoder's onnxruntime session.")
+    k_steps = property(lambda self: self.settings.k_steps)
+    lr = property(lambda self: self.settings.lr)
+    seed = property(lambda self: self.settings.seed)
 
     @property
     def inactive_dims(self) -> tuple:
