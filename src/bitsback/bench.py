@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -655,6 +656,11 @@ def main(argv=None) -> int:
     if unknown:
         print(f"bitsback bench: unknown section(s) {sorted(unknown)}; choose from {', '.join(all_sections)}", file=sys.stderr)
         return 2
+    sections = [s for s in all_sections if s not in skip]
+    needs = (["torch", "onnx"] if "k_sweep" in sections and args.k_max > 0 else []) + (["matplotlib"] if args.plots else [])
+    for name in needs:      # say so now, not after the sections before the one that needs it
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"bitsback bench needs {name} (or --skip k_sweep)", name=name)
     res = run(model=args.model, data=args.data, n=args.n, k_max=args.k_max, k_n=args.k_n, latency_n=args.latency_n,
               latency_repeats=args.latency_repeats, classical_n=args.classical_n, device=args.device, lanes=args.lanes, repeats=max(1, args.repeats),
               seed=args.seed, threads=args.threads, workers=args.workers, baseline_encoder=args.baseline_encoder,

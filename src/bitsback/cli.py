@@ -1,7 +1,7 @@
 """The ``bitsback`` command.
 
 Exit status: 0 success, 1 a bitsback error (bad input, corrupt file, wrong model, an
-output that exists), 2 a usage error.
+output that exists, an optional package that is not installed), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ def cmd_compress(a) -> int:
     res.update({
         "seconds": seconds,
         "images_per_second": n / seconds if seconds > 0 else float("inf"),
-        "model": a.model,
         "k_steps": a.k_steps,
         "output": str(out),
         "verified": res["verified"],
     })
     _emit(res, a.json, [
         f"{', '.join(a.input)} -> {out}: {n} images, {res['bytes']} bytes, {res['bits_per_dim']:.4f} bits/dim, "
-        f"{res['images_per_second']:.0f} images/s (K={a.k_steps}, lanes={res['lanes']}, shards={res['shards']})"
+        f"{res['images_per_second']:.0f} images/s (model {res['model']}, K={a.k_steps}, lanes={res['lanes']}, "
+        f"shards={res['shards']})"
         + (", verified" if res["verified"] else "")
     ])
     return 0
@@ -92,11 +92,34 @@ def cmd_decompress(a) -> int:
     return 0
 
 
+def info_lines(h: dict) -> list[str]:
+    """A file's header in a few short lines (``bitsback info``; ``--json`` has all of it)."""
+    shards = h["shards"]
+    counts = [s[0] for s in shards]
+    rt = h.get("runtime") or {}
+    p = h["precision"]
+    return [
+        f"model       {h['model']['name']} (sha256 {h['model']['sha256'][:16]}…), {h['likelihood']}",
+        f"images      {h['n']} × {'x'.join(map(str, h['shape']))} {h['dtype']}, {h['levels']} levels",
+        f"size        {h['file_bytes']} bytes, {h['bits_per_dim']:.4f} bits/dim "
+        f"(payload {h['payload_bytes']}, header and checksum {h['file_bytes'] - h['payload_bytes']})",
+        f"lanes       {h['lanes']} in {len(shards)} shard{'s' * (len(shards) != 1)} "
+        f"({min(counts)}–{max(counts)} images each)" if len(shards) > 1 else
+        f"lanes       {h['lanes']} in 1 shard",
+        f"inference   K = {h['k_steps']}" + (f" Adam steps, lr {h['lr']}" if h["k_steps"] else " (amortized)")
+        + f", seed {h['seed']}, {len(h.get('inactive_dims', []))} of {h['latent']} latent dims not coded",
+        f"precision   likelihood {p['likelihood']}, posterior {p['posterior']}, latent {p['latent_bits']} bits",
+        f"arithmetic  float networks, onnxruntime {rt.get('onnxruntime', '?')} {rt.get('provider', '?')} "
+        f"on {rt.get('machine', '?')}",
+        f"format      .bba version {h['version']}, data sha256 {h['data_sha256'][:16]}…",
+    ]
+
+
 def cmd_info(a) -> int:
-    from .codec import info
+    from .header import info
 
     h = info(Path(a.input).read_bytes())
-    _emit(h, a.json, [f"{k}: {v}" for k, v in h.items()])
+    _emit(h, a.json, info_lines(h))
     return 0
 
 
@@ -108,6 +131,7 @@ def cmd_models(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitsback", description="Lossless image-dataset compression with VAEs and bits-back ANS.")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which provider runs the networks")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, json_help="print one JSON object as the last line of stdout"):
@@ -122,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a dataset file to .bba")
     c.add_argument("input", nargs="+", help=".idx/.idx.gz, .npy, .npz, .amat, CIFAR-10 batch, or a folder of PNGs (several are concatenated)")
     c.add_argument("-o", "--output", required=True)
-    c.add_argument("--model", default="mnist-binary", help="bundled model name or exported model directory")
+    c.add_argument("--model", default=None, help="bundled model name or exported model directory (default: the "
+                   "bundled model whose image shape and levels fit the input; `bitsback models` lists them)")
     c.add_argument("--k-steps", type=int, default=0, help="Adam steps of per-image inference (Algorithm 2)")
     c.add_argument("--lr", type=float, default=5e-3, help="learning rate of the K steps")
     c.add_argument("--lanes", type=int, default=None, help="independent rANS messages (default: chosen from N)")
@@ -141,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(func=cmd_decompress)
 
-    i = sub.add_parser("info", help="print a .bba file's header")
+    i = sub.add_parser("info", help="summarise a .bba file's header")
     i.add_argument("input")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="the whole header as one JSON object")
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("models", help="list bundled models with their recorded metrics")
@@ -161,13 +186,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Optional packages and the extra that installs each (pyproject.toml's optional-dependencies).
+EXTRAS = {"torch": "train", "onnx": "train", "matplotlib": "bench", "constriction": "bench", "zstandard": "bench",
+          "pillow_jxl": "bench", "ray": "ray"}
+
+
+def _missing(e: ModuleNotFoundError) -> str:
+    """One line for a command that needs a package this installation lacks."""
+    name = (e.name or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        raise e             # not an optional package: a broken installation, let it show
+    return f"bitsback: error: this needs {name}, which is not installed: pip install 'bitsback[{extra}]'"
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "export", "bench"):
-        import importlib
+    if argv[:1] in (["-v"], ["--verbose"]):
+        from . import runtime
 
-        return importlib.import_module(f"bitsback.{argv[0]}").main(argv[1:]) or 0
-    args = build_parser().parse_args(argv)
+        runtime.verbose = True
+        argv = argv[1:]
+    try:
+        if argv and argv[0] in ("train", "export", "bench"):
+            import importlib
+
+            return importlib.import_module(f"bitsback.{argv[0]}").main(argv[1:]) or 0
+        return _run(build_parser().parse_args(argv))
+    except ModuleNotFoundError as e:
+        print(_missing(e), file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     from .errors import BitsbackError
 
     try:

@@ -293,18 +293,37 @@ def default_workers() -> int:
 
 
 # ---------------------------------------------------------------------------- compress
-def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local", address=None, binarize=False,
+# Images read to pick a bundled model when none is given: enough to tell 0/1 images from
+# grey ones without reading a large input twice. A later image with more levels than the
+# picked model codes stops the compress with an InputError naming the model.
+PICK_SAMPLE = 1024
+
+
+def pick_model(inputs, binarize: bool = False) -> str:
+    """The bundled model that fits the first images of ``inputs`` (``zoo.pick``)."""
+    from . import zoo
+
+    src = open_source(list(inputs) if isinstance(inputs, (list, tuple)) else inputs)
+    k = min(src.n, PICK_SAMPLE)
+    x = src.read(0, k, np.empty(k * int(np.prod(src.shape)), np.uint8))
+    return zoo.pick(src.shape, 1 if binarize else int(x.max(initial=0)))
+
+
+def compress(inputs, dst, model=None, *, workers=None, engine="local", address=None, binarize=False,
              force=False, verify=None, progress=None, **codec_args) -> dict:
     """Compress one or more dataset files to ``dst`` shard by shard, in bounded memory.
 
     The output is written to a temporary file beside ``dst`` and renamed into place
     only when complete (and, with ``verify``, decoded and checked first); an existing
     ``dst`` is kept unless ``force``. ``verify=None``: verify when the networks run on
-    CUDA (``Codec.verifies_by_default``).
+    CUDA (``Codec.verifies_by_default``). ``model=None``: the bundled model that fits the
+    input (:func:`pick_model`).
     """
     dst = Path(dst)
     srcs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     atomic.check_destination(dst, force, srcs)
+    if model is None:
+        model = pick_model(srcs, binarize)
     codec = Codec(model, workers=1, **codec_args)
     src = open_source(list(srcs))
     if src.shape != codec.model.shape:
@@ -366,7 +385,7 @@ def compress(inputs, dst, model="mnist-binary", *, workers=None, engine="local",
             f.write(h.digest())
     size = dst.stat().st_size
     return {"n_images": n, "bytes": size, "bits_per_dim": 8 * size / (n * dim), "lanes": header["lanes"],
-            "shards": len(plan), "verified": bool(verify)}
+            "shards": len(plan), "verified": bool(verify), "model": codec.model.name}
 
 
 # ---------------------------------------------------------------------------- decompress

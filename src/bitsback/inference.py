@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bbans.likelihoods import LIKELIHOODS
 from .models import load_torch
 from .models.likelihoods import decoder_nll
 
@@ -33,7 +34,7 @@ class Optimiser:
             p.requires_grad_(False)
         self.decoder = decoder
         self.likelihood = likelihood
-        self.levels = int(manifest.get("levels", 2 if likelihood == "bernoulli" else 256))
+        self.levels = int(manifest.get("levels", LIKELIHOODS[likelihood].levels))
         self._lock = threading.Lock()
 
     def __call__(self, x, mu, sigma, k: int, lr: float, seed: int, step: int):

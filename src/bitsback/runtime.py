@@ -22,9 +22,15 @@ DEVICES = ("auto", "cpu", "cuda")
 _cuda_usable: bool | None = None  # learnt from the first session that asks for CUDA
 _announced: set[str] = set()
 _announce_lock = threading.Lock()
+# Which provider runs the networks is said only when asked (``bitsback -v``,
+# BITSBACK_VERBOSE=1): on a CPU-only machine it would open every command's output.
+# A request that cannot be met (device="cuda" without CUDA) is always said.
+verbose = os.environ.get("BITSBACK_VERBOSE", "") not in ("", "0")
 
 
-def _announce(msg: str) -> None:
+def _announce(msg: str, always: bool = True) -> None:
+    if not (always or verbose):
+        return
     with _announce_lock:
         if msg in _announced:
             return
@@ -89,7 +95,7 @@ class Network:
         if device == "cuda" and not self.cuda:
             _announce("CUDA was requested but its execution provider did not initialise; using CPU")
         elif device == "auto":
-            _announce("onnxruntime on CUDA" if self.cuda else "onnxruntime on CPU (no usable CUDA provider)")
+            _announce("onnxruntime on CUDA" if self.cuda else "onnxruntime on CPU (no usable CUDA provider)", always=False)
         self.provider = got[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

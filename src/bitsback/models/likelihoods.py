@@ -15,21 +15,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..bbans.likelihoods import LIKELIHOODS as _FAMILIES
 from ..bbans.likelihoods import LOG_SCALE_MAX, LOG_SCALE_MIN
 
-LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "logistic_ar", "bernoulli_context",
-               "logistic_context")
-
-# decoder.onnx output names per likelihood (the public interface)
-OUTPUT_NAMES = {
-    "bernoulli": ("logits",),
-    "logistic": ("mean", "log_scale"),
-    "logistic_mixture": ("logit_weights", "mean", "log_scale"),
-    "logistic_ar": ("mean", "log_scale", "coeffs"),
-    # (B, D, d) per-pixel features; the context tables ship beside the ONNX (context.npz)
-    "bernoulli_context": ("features",),
-    "logistic_context": ("features",),
-}
+# The families and their decoder.onnx output names (the public interface) are the coder's
+# registry (bitsback.bbans.likelihoods); this module adds each one's torch log-probability
+# (decoder_logprob) and sampler (sample).
+LIKELIHOODS = tuple(_FAMILIES)
+OUTPUT_NAMES = {name: family.outputs for name, family in _FAMILIES.items()}
 
 
 def bernoulli_logprob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

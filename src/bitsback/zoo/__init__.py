@@ -18,7 +18,10 @@ ZOO_DIR = Path(__file__).resolve().parent
 
 
 class UnknownModelError(BitsbackError, KeyError):
-    """No bundled model has this name."""
+    """No bundled model has this name (or fits these images)."""
+
+    def __str__(self) -> str:       # the message itself, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""
 
 
 def list_models() -> list[str]:
@@ -72,6 +75,32 @@ def summary(name: str) -> dict:
     }
 
 
+def takes(name: str) -> str:
+    """What a bundled model codes, in words: ``28x28, values 0..1``."""
+    m = manifest(name)
+    return f"{'x'.join(map(str, m['image_shape']))}, values 0..{int(m['levels']) - 1}"
+
+
+def pick(shape, max_value: int) -> str:
+    """The bundled model for images of ``shape`` whose pixels are at most ``max_value``:
+    of the models with that shape and enough levels, those with the fewest levels (a
+    binary model for 0/1 images), then the lowest recorded test rate. Raises
+    UnknownModelError listing the models and what each takes when none fits."""
+    shape = [int(s) for s in shape]
+    fits = []
+    for name in list_models():
+        m = manifest(name)
+        if list(m["image_shape"]) == shape and int(m["levels"]) > max_value:
+            rate = (m.get("metrics") or {}).get("test_elbo_bpd")
+            fits.append((int(m["levels"]), rate if isinstance(rate, (int, float)) else float("inf"), name))
+    if not fits:
+        listing = "; ".join(f"{n} ({takes(n)})" for n in list_models()) or "none"
+        raise UnknownModelError(
+            f"no bundled model codes images of shape {'x'.join(map(str, shape))} with values up to {max_value}; "
+            f"bundled: {listing}. Give --model DIR for a model of your own")
+    return min(fits)[2]
+
+
 def models_main(argv=None) -> int:
     """``bitsback models [--json]``: list bundled models with their recorded test metrics."""
     ap = argparse.ArgumentParser(prog="bitsback models", description=models_main.__doc__)
@@ -95,7 +124,7 @@ def models_main(argv=None) -> int:
     return 0
 
 
-__all__ = ["list_models", "names", "model_dir", "manifest", "verify", "summary", "models_main", "UnknownModelError", "ZOO_DIR"]
+__all__ = ["list_models", "names", "model_dir", "pick", "takes", "manifest", "verify", "summary", "models_main", "UnknownModelError", "ZOO_DIR"]
 
 if __name__ == "__main__":
     sys.exit(models_main())
