@@ -1,13 +1,16 @@
 """Bounded load test of examples/service: single-image /compress requests over loopback.
 
-Starts the service in a separate process on 127.0.0.1 (ephemeral port) unless ``--url``
-points at one already running (loopback addresses only), then runs ``--concurrency``
-client threads, each on its own keep-alive connection, for ``--duration`` seconds. Every
+Starts the service in a separate process on 127.0.0.1 (ephemeral port): ``--server
+stdlib`` (the default) is examples/service/server.py (ThreadingHTTPServer), ``--server
+asgi`` is examples/service/asgi.py (Starlette + uvicorn); or ``--url`` points at one
+already running (loopback addresses only). Then it runs ``--concurrency`` client
+threads, each on its own keep-alive connection, for ``--duration`` seconds. Every
 response is checked (status 200 and the container magic; every ``--verify-every``-th one is
 also decoded locally and compared). Prints progress to stderr and one JSON object on the
 last stdout line: requests, errors, requests/s, latency percentiles (ms).
 
     python bench/load_service.py --duration 60 --concurrency 4
+    python bench/load_service.py --duration 60 --concurrency 4 --server asgi
 """
 
 from __future__ import annotations
@@ -45,16 +48,21 @@ def _loopback(host: str) -> bool:
             return False
 
 
-def _start_server(model: str, threads: int | None):
-    cmd = [sys.executable, str(ROOT / "examples" / "service" / "server.py"), "--port", "0", "--models", f"m={model}"]
+SERVERS = {"stdlib": "server.py", "asgi": "asgi.py"}
+
+
+def _start_server(model: str, threads: int | None, server: str = "stdlib"):
+    """The service in its own process; returns (process, its first stdout line as a dict)."""
+    script = ROOT / "examples" / "service" / SERVERS[server]
+    cmd = [sys.executable, str(script), "--port", "0", "--models", f"m={model}"]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
-        raise RuntimeError("service did not start")
-    return proc, json.loads(line)["listening"]
+        raise RuntimeError(f"service did not start ({script.name} exited with {proc.wait()})")
+    return proc, json.loads(line)
 
 
 def percentiles(lat_ms):
@@ -70,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (after warm-up)")
     ap.add_argument("--concurrency", type=int, default=4, help="client threads, one connection each")
     ap.add_argument("--url", default=None, help="a running service on a loopback address (default: start one)")
+    ap.add_argument("--server", choices=sorted(SERVERS), default="stdlib",
+                    help="which service to start: stdlib = server.py, asgi = asgi.py (Starlette + uvicorn)")
     ap.add_argument("--model", default="mnist-binary", help="model for the started service")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads of the started service")
     ap.add_argument("--warmup", type=float, default=2.0)
@@ -87,9 +97,10 @@ def main(argv=None) -> int:
     from bitsback import datasets
 
     proc = None
-    url = a.url
+    url, started = a.url, {}
     if url is None:
-        proc, url = _start_server(a.model, a.threads)
+        proc, started = _start_server(a.model, a.threads, a.server)
+        url = started["listening"]
     try:
         u = urlparse(url)
         codec = bitsback.load(a.model, device="cpu") if proc is not None else None
@@ -152,6 +163,8 @@ def main(argv=None) -> int:
             t.join(60)
         report = {
             "endpoint": "/compress (one 28x28 image per request)",
+            "server": (f"{a.server} ({SERVERS[a.server]}"
+                       + (f", {started['server']}" if "server" in started else "") + ")") if proc else url,
             "model": a.model,
             "duration_s": round(elapsed, 1),
             "concurrency": a.concurrency,
@@ -161,6 +174,7 @@ def main(argv=None) -> int:
             "requests_per_s": round(len(lat) / elapsed, 1),
             "latency_ms": percentiles(lat),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
             "date": time.strftime("%Y-%m-%d"),
         }
         print(json.dumps(report))
