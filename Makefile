@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q "Cython>=3.0" "numpy>=1.26"
+	$(BIN)/python -m pip install -q "Cython>=3.0" "numpy>=1.26" "numba>=0.59"   # numba: the AOT kernels are built with it
 	$(BIN)/python -m pip install -q --no-build-isolation -e ".[train,test,bench,ray]"
 	touch $(STAMP)
 
