@@ -333,7 +333,9 @@ def compress(inputs, dst, model=None, *, workers=None, engine="local", address=N
         raise InputError("no images to compress")
     plan = codec.plan(n)
     data_hash, digests, lens = hashlib.sha256(), [], []
-    pool = _Pool(codec, workers or default_workers(), engine, address)
+    # No more local workers than shards: a one-shard input is coded in this process, not
+    # by a forked worker that would load the model again (80 ms of a 64-image command).
+    pool = _Pool(codec, min(workers or default_workers(), len(plan)), engine, address)
     groups = codec.groups(plan, pool.workers)
     counts = [sum(plan[g][0] for g in group) for group in groups]
     dim = codec.model.dim
@@ -412,7 +414,7 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
 
         out_shape = (hi - lo, *codec.model.shape)
         writer = _Writer(dst, out_shape, force) if dst is not None else _Discard()
-        pool = _Pool(codec, workers or default_workers(), engine, address)
+        pool = _Pool(codec, min(workers or default_workers(), max(1, len(jobs))), engine, address)
         groups = [[jobs[i] for i in gr] for gr in codec.groups([(j.count, j.lanes) for j in jobs], pool.workers)] if jobs else []
 
         def payloads():

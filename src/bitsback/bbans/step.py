@@ -72,7 +72,8 @@ class Step:
         bits = self.precision.latent_bits
         self.centres = cdf.latent.centres(bits).astype(np.float32)
         inactive = settings.inactive_dims
-        self.free = np.setdiff1d(np.arange(model.latent), inactive).astype(np.intp) if inactive else None
+        # a list, not np.setdiff1d: that loads numpy's set routines, 35 ms of a small command
+        self.free = np.array([d for d in range(model.latent) if d not in inactive], np.intp) if inactive else None
         self.active_latent = model.latent - len(inactive)
 
     def with_settings(self, settings: Settings, encoder=None) -> "Step":
