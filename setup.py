@@ -137,7 +137,12 @@ class BuildExt(build_ext):
             ext.extra_link_args = link["extra_link_args"]
             ext.extra_objects = link["extra_objects"]
             ext.depends = link["extra_objects"]     # distutils relinks only when a "depends" is newer
-            super().build_extension(ext)
+            try:
+                super().build_extension(ext)
+            finally:
+                # The link needs absolute paths (numba's C helpers, the objects in build_temp);
+                # the sdist/egg-info manifest written after the build refuses them.
+                ext.sources, ext.depends = [os.path.join(CDF, "_aot_hooks.c")], []
             _say(f"built {ext.name} (cpu {link['cpu'] or 'generic'}): kernels {t1 - t0:.0f} s, "
                  f"link {time.time() - t1:.0f} s")
         except Exception as e:  # the AOT modules are an optimisation: never fail the build on them
