@@ -32,6 +32,7 @@ class Likelihood:
     outputs: tuple = ()
     levels = 256            # default when the manifest does not say
     min_precision = MIN_PREC
+    files: tuple = ()       # what the model folder holds for it beside the ONNX graphs (hashed)
 
     def __init__(self, manifest: dict, directory, shape: tuple):
         self.shape = tuple(shape)

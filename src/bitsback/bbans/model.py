@@ -38,7 +38,7 @@ class Model:
         self.levels = int(m.get("levels", self.lik.levels))
         self.latent = int(m["latent_size"])
         digest = hashlib.sha256()
-        for f in ("encoder.onnx", "decoder.onnx", *getattr(self.lik, "files", ())):
+        for f in ("encoder.onnx", "decoder.onnx", *self.lik.files):
             digest.update(hashlib.sha256((self.dir / f).read_bytes()).digest())
         self.sha256 = digest.hexdigest()
         rec = m.get("precision") or m.get("recommended_precision") or {}

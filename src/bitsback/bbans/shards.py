@@ -16,8 +16,6 @@ encoder's.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from .. import header as hdr
@@ -42,29 +40,9 @@ class PayloadExhausted(CorruptMessageError):
     whose network floats differ from the encoder's (then reported as IntegrityError)."""
 
 
-class EncodePart(NamedTuple):
-    """A shard to encode: its images (n, dim) uint8, its lanes and its index."""
-
-    x: np.ndarray
-    lanes: int
-    shard: int
-
-
-class DecodePart(NamedTuple):
-    """A shard to decode: its stored payload, images, lanes, index, digest and the index
-    of its first image in the file (for messages)."""
-
-    payload: bytes
-    count: int
-    lanes: int
-    shard: int
-    digest: str
-    first: int
-
-
 def encode_group(step: Step, parts, progress=None) -> list[bytes]:
-    """Code several shards in lockstep; ``parts`` are :class:`EncodePart` (or tuples
-    ``(x, lanes, shard)``). Returns each shard's stored payload."""
+    """Code several shards in lockstep; ``parts`` are ``(x, lanes, shard)``: a shard's
+    images (n, dim) uint8, its lanes and its index. Returns each shard's stored payload."""
     s = step.settings
     own = [Messages(lanes, shard_seed(s.seed, shard)) for _, lanes, shard in parts]
     lay = Layout([(len(x), lanes, shard) for x, lanes, shard in parts])
@@ -115,7 +93,8 @@ def _messages(step: Step, part) -> Messages:
 
 def decode_group(step: Step, parts, progress=None) -> list[np.ndarray]:
     """Decode several shards in lockstep (the mirror of :func:`encode_group`); ``parts``
-    are :class:`DecodePart` (or tuples in its order). Returns each shard's images
+    are ``(payload, count, lanes, shard, digest, first)``: a shard's stored payload, images,
+    lanes, index, digest and the index of its first image in the file. Returns its images
     (n, dim); raises ShardFailed or PayloadExhausted when a check fails."""
     own = [_messages(step, p) for p in parts]
     lay = Layout([(p[1], p[2], p[3]) for p in parts])
