@@ -280,7 +280,7 @@ def test_lane_share_depends_on_the_file_size(codecs, model):
 
 
 # ------------------------------------------------------------------- inactive latent dims
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 @pytest.mark.parametrize("model", ["mnist-binary", "mnist-grey"])
 def test_older_files_still_decode_exactly(codecs, model, version):
     """Real files written by the last build of each older version decode to the images
