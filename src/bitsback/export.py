@@ -272,7 +272,8 @@ def mark_inactive(out_dir, images, kl_bits: float = INACTIVE_KL_BITS) -> list[in
 
 def export_checkpoint(ckpt, out, *, name: str | None = None, weights: str = "float32", decoder_ckpt=None,
                       commands=(), metrics: dict | None = None, inactive_data=None, inactive_limit: int = 10000,
-                      command: str | None = None) -> dict:
+                      command: str | None = None, arithmetic: str = "portable", calib_data=None,
+                      calib_limit: int = 20000) -> dict:
     """Export a training checkpoint (``best.pt``) to model folder ``out`` with :func:`export_vae`.
 
     ``decoder_ckpt``: take the decoder from this checkpoint instead (same architecture).
@@ -280,8 +281,18 @@ def export_checkpoint(ckpt, out, *, name: str | None = None, weights: str = "flo
     ``command``: the export command recorded as ``export_command``. ``metrics`` is stored as
     ``manifest["metrics"]``. With ``inactive_data`` (training images), the latent dims
     collapsed on its first ``inactive_limit`` images are recorded (:func:`mark_inactive`).
+    ``arithmetic``: "portable" (the default) converts the exported MLP to an integer network
+    (:mod:`bitsback.portable`) calibrated on ``calib_data`` (default ``inactive_data``; up to
+    ``calib_limit`` images), so its files decode on every platform; "float" keeps the float
+    graphs (files then decode only where onnxruntime reproduces them bit for bit).
     Returns the manifest written.
     """
+    if arithmetic not in ("portable", "float"):
+        raise ValueError(f"arithmetic must be 'portable' or 'float', got {arithmetic!r}")
+    calib_data = calib_data or inactive_data
+    if arithmetic == "portable" and not calib_data:
+        raise ValueError("a portable export calibrates its integer layers on training images: give calib_data "
+                         "(--calib-data or --inactive-data), or choose arithmetic='float'")
     enc, dec, ck = load_ckpt(ckpt)
     if decoder_ckpt:
         _, dec, _ = load_ckpt(decoder_ckpt)
@@ -292,6 +303,10 @@ def export_checkpoint(ckpt, out, *, name: str | None = None, weights: str = "flo
                      levels=cfg["levels"], latent=cfg["latent"], name=name,
                      preprocess=ck.get("meta", {}).get("preprocess", "none"), mixture=cfg.get("mixture", 1),
                      config=cfg, weights=weights, training=training, metrics=metrics or {})
+    if arithmetic == "portable":
+        from . import portable
+
+        man = portable.convert(out, out, load_images(calib_data, man["preprocess"], calib_limit).numpy())
     if inactive_data:
         x = load_images(inactive_data, man["preprocess"], inactive_limit).numpy()
         man["inactive_dims"] = mark_inactive(out, x)
@@ -316,11 +331,18 @@ def main(argv=None) -> int:
     ap.add_argument("--inactive-data", default=None,
                     help="training images: latent dims collapsed on them are recorded as inactive (not coded)")
     ap.add_argument("--inactive-limit", type=int, default=10000, help="images of --inactive-data used (default 10000)")
+    ap.add_argument("--arithmetic", default="portable", choices=["portable", "float"],
+                    help="portable (default): integer network, files decode bit-exactly on every platform; "
+                         "float: the float graphs, files decode only where onnxruntime reproduces them")
+    ap.add_argument("--calib-data", default=None,
+                    help="training images to calibrate the portable network on (default: --inactive-data)")
+    ap.add_argument("--calib-limit", type=int, default=20000, help="images of --calib-data used (default 20000)")
     args = ap.parse_args(argv)
     man = export_checkpoint(
         args.ckpt, args.out, name=args.name, weights=args.weights, decoder_ckpt=args.decoder_ckpt,
         commands=args.recipe, metrics=json.loads(Path(args.metrics).read_text()) if args.metrics else None,
         inactive_data=args.inactive_data, inactive_limit=args.inactive_limit,
+        arithmetic=args.arithmetic, calib_data=args.calib_data, calib_limit=args.calib_limit,
         command="bitsback export " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps({"out": args.out, "files": man["files"]}, indent=2))
     return 0

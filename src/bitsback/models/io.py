@@ -1,4 +1,5 @@
-"""Rebuild torch modules from a shipped model folder (weights read from the ONNX initializers)."""
+"""Rebuild torch modules from a shipped model folder (weights read from the ONNX initializers;
+portable models get their integer layers, models/integer.py)."""
 from __future__ import annotations
 
 import json
@@ -54,6 +55,16 @@ def load_torch(model_dir):
     if not cfg:
         raise ValueError(f"{model_dir}: manifest has no 'config'; cannot rebuild torch modules")
     enc, dec = build_vae(cfg)
+    arith = manifest.get("arithmetic") or {}
+    if arith.get("kind") == "portable":   # integer layers, mirrored exactly (models/integer.py)
+        from .integer import install
+
+        enc, dec = install(enc, dec, model_dir / manifest["encoder"]["file"], model_dir / manifest["decoder"]["file"],
+                           arith["z_shift"], arith["act_max"])
+        if hasattr(dec, "context"):
+            with np.load(model_dir / "context.npz") as tables:
+                dec.context.load_tables(tables)
+        return enc.eval(), dec.eval(), manifest
     _fill(enc, onnx_weights(model_dir / manifest["encoder"]["file"]), model_dir / "encoder.onnx")
     _fill(dec, _unwrapped(onnx_weights(model_dir / manifest["decoder"]["file"])), model_dir / "decoder.onnx")
     if hasattr(dec, "context"):

@@ -43,6 +43,18 @@ def model_dir(name: str) -> Path:
     return d
 
 
+LEGACY_DIR = ZOO_DIR / "legacy"
+
+
+def for_file(name: str, sha256: str) -> str:
+    """The model a file names: an earlier version of bundled model ``name`` kept in
+    ``zoo/legacy/<name>@<sha256[:12]>`` when the file was made with it (the float models
+    before the portable rebuild), else ``name`` itself (resolved as usual; the codec then
+    checks the full sha256)."""
+    p = LEGACY_DIR / f"{name}@{str(sha256)[:12]}"
+    return str(p) if "/" not in name and (p / "manifest.json").is_file() else name
+
+
 def manifest(name: str) -> dict:
     """The parsed manifest.json of a bundled model (or model folder)."""
     return json.loads((model_dir(name) / "manifest.json").read_text())
