@@ -1,0 +1,125 @@
+"""Encode and decode .bba files in one interpreter, for the cross-ISA checks.
+
+tests/test_cross_isa.py and bench/portability.py run this script in another process,
+usually under user-mode emulation of another x86-64 CPU
+(``qemu-x86_64 -cpu Nehalem python tests/xisa_worker.py ...``), or with another
+interpreter (an older onnxruntime). It is a script, not a test module: the emulated
+interpreter imports bitsback and nothing from the test suite.
+
+    xisa_worker.py [--decode DIR] [--encode DIR --images PATH [--n N] [--offset K] [--lanes L]]
+                   [--models mnist-grey,mnist-binary]
+
+--decode DIR: decompress DIR/<model>.bba for each model and compare with DIR/<model>.npy.
+--encode DIR: compress images[offset:offset+n] of the dataset PATH (binarised for binary
+models) with each model, write DIR/<model>.bba and the originals to DIR/<model>.npy.
+Decoding runs first, so one process can check the other side's files and make its own.
+
+Prints one JSON line: ``env`` (what this process runs on: the CPU features numpy detects,
+LLVM's name for the host CPU, the CDF kernels in use, the library versions), ``decoded``
+(model -> result: "exact", "WRONG", or the exception as "Type: message") and ``encoded``
+(model -> bytes, images, dims). ``env`` is what lets a caller see that an emulated run
+really ran on the other CPU, so that a pass is not vacuous.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def environment():
+    """What this interpreter runs on, as the libraries that pick kernels by CPU see it."""
+    import bitsback
+    import llvmlite.binding as llvm
+    import numba
+    import onnxruntime
+    from bitsback.cdf import _kernels
+
+    try:    # numpy's runtime dispatch table (CPUID): the emulated CPU's features under qemu
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:     # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as feats
+    return {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_features": sorted(k for k, v in feats.items() if v),
+        "llvm_cpu": llvm.get_host_cpu_name(),
+        "kernels": _kernels._aot.__name__.rsplit(".", 1)[-1] if _kernels.backend == "aot" else "jit",
+        "kernels_reason": _kernels.reason,
+        "versions": {"bitsback": bitsback.__version__, "numpy": np.__version__, "numba": numba.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "bitsback_path": os.path.dirname(bitsback.__file__),
+    }
+
+
+def _error(e):
+    return f"{type(e).__name__}: {str(e)[:300]}"
+
+
+def decode(d, models):
+    import bitsback
+
+    out = {}
+    for name in models:
+        ref = np.load(os.path.join(d, f"{name}.npy"))
+        with open(os.path.join(d, f"{name}.bba"), "rb") as f:
+            blob = f.read()
+        t = time.perf_counter()
+        try:
+            y = bitsback.load(name, device="cpu").decompress(blob)
+            res = "exact" if np.array_equal(np.asarray(y).reshape(ref.shape), ref) else "WRONG"
+        except Exception as e:      # noqa: BLE001 - the result names it; a caller judges it
+            res = _error(e)
+        out[name] = {"result": res, "seconds": round(time.perf_counter() - t, 2)}
+    return out
+
+
+def encode(d, models, images, n, offset, lanes):
+    import bitsback
+    from bitsback import datasets
+
+    x = datasets.load(images)[offset:offset + n]
+    os.makedirs(d, exist_ok=True)
+    out = {}
+    for name in models:
+        data = datasets.binarize(x) if "binary" in name else x
+        t = time.perf_counter()
+        blob = bitsback.load(name, device="cpu", lanes=lanes).compress(data)
+        secs = time.perf_counter() - t
+        with open(os.path.join(d, f"{name}.bba"), "wb") as f:
+            f.write(blob)
+        np.save(os.path.join(d, f"{name}.npy"), data)
+        out[name] = {"bytes": len(blob), "images": int(data.shape[0]), "dims": int(data[0].size),
+                     "seconds": round(secs, 2)}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--decode", metavar="DIR")
+    p.add_argument("--encode", metavar="DIR")
+    p.add_argument("--images", metavar="PATH", help="dataset to encode (bitsback.datasets.load)")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--lanes", type=int, default=None, help="default: the codec chooses")
+    p.add_argument("--models", default="mnist-grey,mnist-binary")
+    a = p.parse_args(argv)
+    models = a.models.split(",")
+    res = {"env": environment()}
+    if a.decode:
+        res["decoded"] = decode(a.decode, models)
+    if a.encode:
+        if not a.images:
+            p.error("--encode needs --images")
+        res["encoded"] = encode(a.encode, models, a.images, a.n, a.offset, a.lanes)
+    from bitsback.cdf import _kernels
+
+    res["env"]["jit_fallbacks"] = dict(_kernels.jit_fallbacks)
+    print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
