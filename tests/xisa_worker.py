@@ -9,16 +9,18 @@ interpreter imports bitsback and nothing from the test suite.
     xisa_worker.py [--decode DIR] [--encode DIR --images PATH [--n N] [--offset K] [--lanes L]]
                    [--models mnist-grey,mnist-binary]
 
---decode DIR: decompress DIR/<model>.bba for each model and compare with DIR/<model>.npy.
+--decode DIR: decompress DIR/<model>.bba for each model and compare with DIR/<model>.npy
+(a file made with an earlier version of a bundled model is decoded with that version from
+zoo/legacy, as `bitsback decompress` does).
 --encode DIR: compress images[offset:offset+n] of the dataset PATH (binarised for binary
 models) with each model, write DIR/<model>.bba and the originals to DIR/<model>.npy.
 Decoding runs first, so one process can check the other side's files and make its own.
 
 Prints one JSON line: ``env`` (what this process runs on: the CPU features numpy detects,
 LLVM's name for the host CPU, the CDF kernels in use, the library versions), ``decoded``
-(model -> result: "exact", "WRONG", or the exception as "Type: message") and ``encoded``
-(model -> bytes, images, dims). ``env`` is what lets a caller see that an emulated run
-really ran on the other CPU, so that a pass is not vacuous.
+(model -> result: "exact", "WRONG", or the exception as "Type: message"; the model folder
+used) and ``encoded`` (model -> bytes, images, dims). ``env`` is what lets a caller see
+that an emulated run really ran on the other CPU, so that a pass is not vacuous.
 """
 import argparse
 import json
@@ -59,6 +61,22 @@ def _error(e):
     return f"{type(e).__name__}: {str(e)[:300]}"
 
 
+def model_for(name, blob):
+    """The model folder that decodes blob, as `bitsback decompress` picks it: an earlier
+    version of the bundled model kept in zoo/legacy when the file names that one (files
+    made before the models were rebuilt), else the bundled model itself."""
+    from bitsback import container, zoo
+
+    for_file = getattr(zoo, "for_file", None)      # absent before the legacy folder existed
+    if for_file is None:
+        return name
+    try:
+        m = container.unpack(blob)[0]["model"]
+    except Exception:       # noqa: BLE001 - decompress reports a bad file itself
+        return name
+    return for_file(m["name"], m["sha256"])
+
+
 def decode(d, models):
     import bitsback
 
@@ -67,13 +85,14 @@ def decode(d, models):
         ref = np.load(os.path.join(d, f"{name}.npy"))
         with open(os.path.join(d, f"{name}.bba"), "rb") as f:
             blob = f.read()
+        model = model_for(name, blob)
         t = time.perf_counter()
         try:
-            y = bitsback.load(name, device="cpu").decompress(blob)
+            y = bitsback.load(model, device="cpu").decompress(blob)
             res = "exact" if np.array_equal(np.asarray(y).reshape(ref.shape), ref) else "WRONG"
         except Exception as e:      # noqa: BLE001 - the result names it; a caller judges it
             res = _error(e)
-        out[name] = {"result": res, "seconds": round(time.perf_counter() - t, 2)}
+        out[name] = {"result": res, "seconds": round(time.perf_counter() - t, 2), "model": os.path.basename(model)}
     return out
 
 
