@@ -30,6 +30,7 @@ def header(**over):
         "seed": 0,
         "runtime": {"onnxruntime": "x"},
         "data_sha256": "1" * 64,
+        "arithmetic": {"kind": "float", "fingerprint": "0123456789abcdef"},    # version 5 on
     }
     h.update(over)
     return h
@@ -152,7 +153,7 @@ def test_shard_digests_have_their_version_s_length(version, digest):
 def test_new_files_have_a_compressed_header():
     h0 = header(shards=[[1, 1, 0, SH]] * 10)
     blob = container.pack(h0, b"")
-    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 4
+    assert struct.unpack_from("<H", blob, 6)[0] == container.VERSION == 5
     assert struct.unpack_from("<I", blob, 8)[0] < len(json.dumps(h0))
 
 

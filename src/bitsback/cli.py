@@ -1,7 +1,9 @@
 """The ``bitsback`` command.
 
 Exit status: 0 success, 1 a bitsback error (bad input, corrupt file, wrong model, an
-output that exists, an optional package that is not installed), 2 a usage error.
+output that exists, an optional package that is not installed), 2 a usage error,
+3 a file whose networks compute differently on this machine than on the one that made it
+(RuntimeMismatchError: the file is fine; decode it on a machine like that one).
 """
 
 from __future__ import annotations
@@ -96,7 +98,6 @@ def info_lines(h: dict) -> list[str]:
     """A file's header in a few short lines (``bitsback info``; ``--json`` has all of it)."""
     shards = h["shards"]
     counts = [s[0] for s in shards]
-    rt = h.get("runtime") or {}
     p = h["precision"]
     return [
         f"model       {h['model']['name']} (sha256 {h['model']['sha256'][:16]}…), {h['likelihood']}",
@@ -109,10 +110,24 @@ def info_lines(h: dict) -> list[str]:
         f"inference   K = {h['k_steps']}" + (f" Adam steps, lr {h['lr']}" if h["k_steps"] else " (amortized)")
         + f", seed {h['seed']}, {len(h.get('inactive_dims', []))} of {h['latent']} latent dims not coded",
         f"precision   likelihood {p['likelihood']}, posterior {p['posterior']}, latent {p['latent_bits']} bits",
-        f"arithmetic  float networks, onnxruntime {rt.get('onnxruntime', '?')} {rt.get('provider', '?')} "
-        f"on {rt.get('machine', '?')}",
+        arithmetic_line(h),
         f"format      .bba version {h['version']}, data sha256 {h['data_sha256'][:16]}…",
     ]
+
+
+def arithmetic_line(h: dict) -> str:
+    """``bitsback info``'s arithmetic line: how the file's networks compute, which decides
+    where it decodes (header.arithmetic_of), and the runtime that made it."""
+    from .header import arithmetic_of
+    from .runtime import summary
+
+    a = arithmetic_of(h)
+    made = summary(h.get("runtime"))
+    if a is None:
+        return f"arithmetic  float, no fingerprint (before version 5): decodes where the networks compute as on {made}"
+    if a["kind"] == "portable":
+        return f"arithmetic  portable (version {a['version']}): decodes on any machine; made on {made}"
+    return f"arithmetic  float, fingerprint {a['fingerprint']}: decodes where the networks compute as on {made}"
 
 
 def cmd_info(a) -> int:
@@ -219,10 +234,13 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from .errors import BitsbackError
+    from .errors import BitsbackError, RuntimeMismatchError
 
     try:
         return args.func(args)
+    except RuntimeMismatchError as e:      # its own status: the file is fine, the machine is not the one
+        print(f"bitsback: error: {e}", file=sys.stderr)
+        return 3
     except (BitsbackError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"bitsback: error: {e}", file=sys.stderr)
         return 1

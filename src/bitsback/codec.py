@@ -5,14 +5,18 @@ A thin front over the coding core (``bitsback.bbans``): it checks the settings, 
 shards (``bbans.plan``), codes groups of them on threads (``bbans.shards``, each step
 ``bbans.step``), and packs the result with its header (``header``, ``container``).
 Decompression checks every lane's final state and each shard's digest, and for a whole
-file the sha256 of all images, so it never returns wrong images.
+file the sha256 of all images, so it never returns wrong images. Before any of that it
+checks that this machine's networks compute what the file's did (the file's arithmetic
+record: ``header.arithmetic_of``; :func:`fingerprint` for float networks).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -22,15 +26,56 @@ from . import container
 from . import header as hdr
 from .bbans import plan as planning
 from .bbans import shards
-from .bbans.model import DEFAULT_PRECISION, Model, resolve_model
+from .bbans.model import DEFAULT_PRECISION, PORTABLE_VERSIONS, Model, resolve_model
 from .bbans.plan import (GROUP_MAX_IMAGES, LANE_HEAD_BITS, LANE_OVERHEAD_SHARE, MAX_AUTO_LANES,  # noqa: F401  (re-exported)
                          RANGE_MIN_IMAGES, RANGE_SHARE, SHARD_ENTRY_BITS)
 from .bbans.step import Step
+from .errors import FormatError
 from .header import info  # noqa: F401  (re-exported: bitsback.codec.info)
 from .io.atomic import write_bytes as write_atomic  # noqa: F401  (re-exported)
 from .runtime import Network, describe, ignored_threads
 
-__all__ = ["Codec", "Model", "resolve_model", "info", "write_atomic", "DEFAULT_PRECISION"]
+__all__ = ["Codec", "Model", "resolve_model", "info", "write_atomic", "DEFAULT_PRECISION", "fingerprint"]
+
+# The probe of the float-arithmetic fingerprint: PROBE_ROWS rows drawn by PCG64(PROBE_SEED).
+# Part of format 5: a file records the digest of the networks' outputs on this probe, so
+# changing either makes every float file's fingerprint mismatch.
+PROBE_ROWS = 8
+PROBE_SEED = 20250705
+
+
+def fingerprint(step: Step) -> str:
+    """The fingerprint of a step's float network arithmetic: the first
+    container.FINGERPRINT_CHARS hex of the sha256 of the networks' outputs on a fixed probe.
+
+    The probe: x, PROBE_ROWS rows of symbols in [0, levels) from PCG64(PROBE_SEED), through
+    the encoder (as float32, as the coder feeds it); z, the centres (cdf.latent.centres,
+    those the coder feeds the decoder) of as many random buckets per latent dim, through
+    the decoder; and with k_steps > 0 the K-step refinement of the encoder's posterior of
+    x (torch, Algorithm 2; the K = 0 fingerprint never imports it). Each output's name,
+    shape and raw float32 bytes are hashed, in the networks' output order. Two machines
+    with the same fingerprint computed the same bits on the probe (runtime.THREADS makes a
+    row's outputs independent of its batch, so the probe stands for the coder's batches);
+    different bits mean a float file made on one may not decode on the other, and it is
+    refused there before decoding rather than failing somewhere in its payload.
+    """
+    m = step.model
+    rng = np.random.Generator(np.random.PCG64(PROBE_SEED))
+    x = rng.integers(0, m.levels, size=(PROBE_ROWS, m.dim))
+    z = step.centres[rng.integers(0, len(step.centres), size=(PROBE_ROWS, m.latent))]
+    enc = step.encoder(x=x.astype(np.float32))
+    outputs = [("encoder", enc), ("decoder", step.decoder(z=z))]
+    if step.settings.k_steps:
+        mu, sigma = step.refine(x.astype(np.uint8), np.ascontiguousarray(enc["mu"], np.float32),
+                                np.ascontiguousarray(enc["sigma"], np.float32), 0)
+        outputs.append(("refined", {"mu": mu, "sigma": sigma}))
+    h = hashlib.sha256()
+    for network, outs in outputs:
+        for name, a in outs.items():
+            a = np.ascontiguousarray(a, np.float32)
+            h.update(f"{network}.{name}{list(a.shape)}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[: container.FINGERPRINT_CHARS]
 
 
 class Codec:
@@ -86,6 +131,10 @@ class Codec:
         settings = hdr.Settings(k_steps, lr, seed, hdr.inactive_dims(m.inactive_dims, m.latent),
                                 hdr.Precision(**m.precision))
         self.step = Step(m, Network(m.dir / "encoder.onnx", device), Network(m.dir / "decoder.onnx", device), settings)
+        # (networks, settings) -> fingerprint, shared with this codec's with_settings copies;
+        # computed once per key, under the lock
+        self._fingerprints: dict = {}
+        self._fingerprint_lock = threading.Lock()
 
     # ------------------------------------------------------------------ settings
     # the settings and networks, read through the Step that codes with them
@@ -108,8 +157,50 @@ class Codec:
 
     @property
     def runtime(self) -> dict:
-        """What a header records about the runtime this codec's networks run on."""
-        return describe(self.encoder.provider)
+        """What a header records about the runtime this codec's networks run on (with
+        torch's release when its settings run K-step inference)."""
+        return describe(self.encoder.provider, torch=bool(self.k_steps))
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`fingerprint` of this codec's networks under its settings, computed on
+        first use and cached (thread-safe)."""
+        step = self.step
+        key = (step.encoder, step.decoder, step.settings)   # a copy may hold another encoder
+        with self._fingerprint_lock:
+            fp = self._fingerprints.get(key)
+            if fp is None:
+                fp = self._fingerprints[key] = fingerprint(step)
+        return fp
+
+    @property
+    def arithmetic(self) -> dict:
+        """The arithmetic record of the files this codec writes (``header.arithmetic_of``):
+        portable when the model's networks are and K = 0; else float, with this machine's
+        fingerprint. K > 0 is float even with a portable model: the K steps are torch's
+        float gradients."""
+        a = self.model.arithmetic
+        if a["kind"] == "portable" and not self.k_steps:
+            return {"kind": "portable", "version": a["version"]}
+        return {"kind": "float", "fingerprint": self.fingerprint}
+
+    def check_arithmetic(self, header: dict) -> None:
+        """Check, before decoding anything, that this codec (with the file's settings:
+        :meth:`for_header`) computes what the file's encoder did: a float file's fingerprint
+        must equal this machine's (RuntimeMismatchError naming both runtimes), a portable
+        file's version must be one this build knows (FormatError naming it). Files before
+        version 5 record nothing to check."""
+        a = hdr.arithmetic_of(header)
+        if a is None:
+            return
+        if a["kind"] == "portable":
+            if a["version"] not in PORTABLE_VERSIONS:
+                raise FormatError(
+                    f"this file's networks use portable arithmetic version {str(a['version'])[:20]}; this build of "
+                    f"bitsback decodes version {', '.join(map(str, PORTABLE_VERSIONS))}: decode it with a newer bitsback")
+            return
+        if a["fingerprint"] != self.fingerprint:
+            raise shards.arithmetic_mismatch(header, self.runtime)
 
     @property
     def verifies_by_default(self) -> bool:
@@ -127,10 +218,13 @@ class Codec:
         return other
 
     def for_header(self, header: dict) -> "Codec":
-        """Check that a file's header names this codec's model; return a codec with the
-        file's settings (K steps, seed, inactive dims, precision, format version)."""
+        """Check that a file's header names this codec's model and that its networks
+        compute here what they did for the file (:meth:`check_arithmetic`); return a codec
+        with the file's settings (K steps, seed, inactive dims, precision, format version)."""
         settings = hdr.settings_of(header, self.model)
-        return self if settings == self.settings else self.with_settings(settings)
+        dec = self if settings == self.settings else self.with_settings(settings)
+        dec.check_arithmetic(header)
+        return dec
 
     # ------------------------------------------------------------------ planning
     def choose_lanes(self, n: int) -> int:
@@ -202,8 +296,10 @@ class Codec:
         decoded (and each is checked against its own hash).
 
         Raises FormatError (corrupt/truncated/hostile), ModelMismatchError (made with
-        another model) or IntegrityError (decoded data failed its checks); never returns
-        wrong images.
+        another model), RuntimeMismatchError (the networks compute differently here than
+        where the file was made: before decoding for a float file of version 5, on a failed
+        decode for older files) or IntegrityError (decoded data failed its checks); never
+        returns wrong images.
         """
         header, payload = container.unpack(blob, limits)
         m = self.model
@@ -217,15 +313,16 @@ class Codec:
         try:
             parts = [x for xs in dec._map(dec.decode_group, [([jobs[i] for i in gr], progress) for gr in groups]) for x in xs]
         except (shards.ShardFailed, shards.PayloadExhausted) as e:
-            raise shards.public_error(e, header["runtime"], self.runtime) from None
+            raise shards.public_error(e, header, dec.runtime) from None
         images = np.concatenate(parts).reshape((-1, *m.shape))
         if (lo, hi) == (0, header["n"]):
             if hdr.sha256(images) != header["data_sha256"]:
-                raise shards.integrity_error("the decoded images do not match the recorded sha256", header["runtime"], self.runtime)
+                raise shards.integrity_error("the decoded images do not match the recorded sha256", header, dec.runtime)
             return images
         base = refs[0].first
         return images[lo - base : hi - base]
 
     def header(self, n: int, plan, payload_lens, digests, data_sha256: str) -> dict:
         """The container header for n images coded by this codec with the given shards."""
-        return hdr.build(self.model, self.settings, n, plan, payload_lens, digests, data_sha256, self.runtime)
+        return hdr.build(self.model, self.settings, n, plan, payload_lens, digests, data_sha256, self.runtime,
+                         self.arithmetic)

@@ -5,14 +5,21 @@ Layout (all integers little-endian)::
     0       8 bytes   magic b"BBANS\\x00" + u16 format version
     8       u32       header length H (<= Limits.max_header_bytes)
     12      H bytes   header: UTF-8 JSON (fields: see HEADER_FIELDS), zlib-compressed
-                      against the preset dictionary ZDICT (version 4; versions 2-3 without
-                      it, version 1 uncompressed: all still read)
+                      against the preset dictionary ZDICT (versions 4-5; versions 2-3
+                      without it, version 1 uncompressed: all still read)
     12+H    u64       payload length P (must equal what is left before the checksum)
     20+H    P bytes   payload: the serialised messages of all lanes (bitsback._rans)
     end-32  32 bytes  sha256 of every byte before it
 
 Every size is checked against the file and against :class:`Limits` before anything is
 allocated from it; any violation raises :class:`~bitsback.errors.FormatError`.
+
+The header's "arithmetic" record (version 5 on; what it means: ``header.py``) is one of::
+
+    {"kind": "portable", "version": V}        V an integer >= 1; only with k_steps = 0
+    {"kind": "float", "fingerprint": F}       F 16 lowercase hex (FINGERPRINT_CHARS)
+
+and nothing else: any other key, kind or value raises FormatError.
 """
 
 from __future__ import annotations
@@ -34,8 +41,11 @@ MAGIC = b"BBANS\x00"
 # (see codec.py); the reader reports the version as header["version"].
 # Version 4 compresses the header against ZDICT: 250 bytes less per file, which is most of
 # a one-image file's header and 0.2 % of 10 000 binary MNIST images.
-VERSION = 4
-READ_VERSIONS = (1, 2, 3, 4)
+# Version 5 records the networks' arithmetic (portable, or float with a fingerprint of
+# the networks' outputs; see ARITHMETIC_KINDS) and its latent posterior uses a libm-free
+# Phi (cdf.latent): the bytes around them are version 4's, ZDICT included.
+VERSION = 5
+READ_VERSIONS = (1, 2, 3, 4, 5)
 _PREFIX = struct.Struct("<6sHI")
 _U64 = struct.Struct("<Q")
 _DIGEST = 32
@@ -54,25 +64,34 @@ ZDICT = (
     b'"onnxruntime":"1.","provider":"CPUExecutionProvider"},"seed":0,"shape":[28,28],"shards":[[1,1,'
 )
 
-# name -> (type, required). Unknown fields are ignored (forward compatibility within a version).
+# name -> (type, since): the field is required in every version from ``since`` on (None:
+# optional). A field from a later version than the file's is not part of its format and
+# is ignored, like unknown fields (forward compatibility within a version).
 HEADER_FIELDS = {
-    "model": (dict, True),          # {"name": str, "sha256": str}
-    "likelihood": (str, True),
-    "shape": (list, True),          # per-image shape, e.g. [28, 28]
-    "dtype": (str, True),
-    "levels": (int, True),          # symbol alphabet size per pixel
-    "n": (int, True),
-    "lanes": (int, True),
-    "shards": (list, True),         # [[images, lanes, payload bytes, images sha256 prefix: 16 hex (32 before v3)], ...]
-    "precision": (dict, True),      # {"likelihood": int, "posterior": int, "latent_bits": int}
-    "latent": (int, True),
-    "k_steps": (int, True),
-    "lr": (float, True),
-    "seed": (int, True),
-    "inactive_dims": (list, False), # latent dims the coder leaves out (codec.py); version >= 3
-    "runtime": (dict, True),
-    "data_sha256": (str, True),
+    "model": (dict, 1),             # {"name": str, "sha256": str}
+    "likelihood": (str, 1),
+    "shape": (list, 1),             # per-image shape, e.g. [28, 28]
+    "dtype": (str, 1),
+    "levels": (int, 1),             # symbol alphabet size per pixel
+    "n": (int, 1),
+    "lanes": (int, 1),
+    "shards": (list, 1),            # [[images, lanes, payload bytes, images sha256 prefix: 16 hex (32 before v3)], ...]
+    "precision": (dict, 1),         # {"likelihood": int, "posterior": int, "latent_bits": int}
+    "latent": (int, 1),
+    "k_steps": (int, 1),
+    "lr": (float, 1),
+    "seed": (int, 1),
+    "inactive_dims": (list, None),  # latent dims the coder leaves out (codec.py); written from version 3
+    "runtime": (dict, 1),           # the encoding machine (runtime.describe); informative, never trusted
+    "data_sha256": (str, 1),
+    "arithmetic": (dict, 5),        # the networks' arithmetic: see the module docstring
 }
+
+# The kinds of network arithmetic a version-5 header records: "portable" (integer
+# arithmetic carried exactly in float32: identical on every machine) or "float" (exact
+# only where the networks' outputs are bit-identical; the fingerprint says whether they are).
+ARITHMETIC_KINDS = ("portable", "float")
+FINGERPRINT_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -210,9 +229,11 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS, version: int =
     """Validate field presence, types and ranges; raise FormatError / LimitError."""
     if not isinstance(header, dict):
         raise FormatError("header is not a JSON object")
-    for name, (typ, required) in HEADER_FIELDS.items():
+    for name, (typ, since) in HEADER_FIELDS.items():
+        if since is not None and since > version:
+            continue
         if name not in header:
-            if required:
+            if since is not None:
                 raise FormatError(f"header lacks field {name!r}")
             continue
         value = header[name]
@@ -275,6 +296,31 @@ def check_header(header: object, limits: Limits = DEFAULT_LIMITS, version: int =
     model = header["model"]
     if not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
         raise FormatError("header model must have string 'name' and 'sha256'")
+    if version >= 5:
+        _check_arithmetic(header["arithmetic"], header["k_steps"])
+
+
+def _check_arithmetic(a: dict, k_steps: int) -> None:
+    """The "arithmetic" record's shape (see the module docstring); whether this build can
+    decode it is the reader's question (codec.Codec.check_arithmetic)."""
+    kind = a.get("kind")
+    if kind == "portable":
+        v = a.get("version")
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise FormatError(f"header arithmetic: portable 'version' must be an integer >= 1, not {str(v)[:20]!r}")
+        # K > 0 runs torch's float optimiser on every image: such a file is never portable
+        if k_steps:
+            raise FormatError("header arithmetic is portable but k_steps > 0 (K-step files use float arithmetic)")
+        keys = {"kind", "version"}
+    elif kind == "float":
+        fp = a.get("fingerprint")
+        if not (isinstance(fp, str) and len(fp) == FINGERPRINT_CHARS and all(c in "0123456789abcdef" for c in fp)):
+            raise FormatError(f"header arithmetic: 'fingerprint' must be {FINGERPRINT_CHARS} lowercase hex digits")
+        keys = {"kind", "fingerprint"}
+    else:
+        raise FormatError(f"header arithmetic kind {str(kind)[:20]!r} is not one of {', '.join(ARITHMETIC_KINDS)}")
+    if set(a) != keys:
+        raise FormatError(f"header arithmetic has keys {sorted(map(str, a))[:5]}, expected {sorted(keys)}")
 
 
 def _prod(shape) -> int:

@@ -123,7 +123,7 @@ def _decode(header, parts):
     try:
         return dec.decode_group(parts)
     except (shards.ShardFailed, shards.PayloadExhausted) as e:
-        raise shards.public_error(e, header["runtime"], dec.runtime) from None
+        raise shards.public_error(e, header, dec.runtime) from None
 
 
 class _Pool:
@@ -440,7 +440,7 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
                     if progress:
                         progress(b - a)
             if whole and data_hash.hexdigest() != header["data_sha256"]:
-                raise shards.integrity_error("the decoded images do not match the recorded sha256", header["runtime"],
+                raise shards.integrity_error("the decoded images do not match the recorded sha256", header,
                                              codec.runtime)
             writer.commit()
         except BaseException:

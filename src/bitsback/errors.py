@@ -20,8 +20,24 @@ class CorruptMessageError(FormatError):
 class IntegrityError(BitsbackError):
     """Decoding finished but the result failed a check (data hash, final coder state).
 
-    Raised instead of ever returning wrong images. A typical cause is decoding on a
-    different runtime (GPU vs CPU, another onnxruntime build) than the file was made on.
+    Raised instead of ever returning wrong images. When the networks' arithmetic is known
+    to agree (a portable file, or a float file whose fingerprint matched), the file itself
+    is the suspect; a runtime that computes differently raises
+    :class:`RuntimeMismatchError` instead.
+    """
+
+
+class RuntimeMismatchError(BitsbackError):
+    """The networks compute differently here than on the machine that made the file.
+
+    A file made with float network arithmetic decodes exactly only where the encoder's
+    and decoder's outputs are bit-identical to the encoding machine's, and those depend on
+    the instruction set (SSE / AVX2+FMA / AVX-512 / NEON ...), the onnxruntime release
+    and the execution provider. Raised before any payload is decoded when a version-5
+    file's fingerprint of those outputs differs from this machine's, and for older files
+    (no fingerprint) when their decode fails and the runtime they record differs from this
+    one. The message names both runtimes. The file is not damaged: it decodes on a
+    machine like the one that made it. Not an IntegrityError: nothing was decoded wrong.
     """
 
 

@@ -6,9 +6,21 @@ module owns the meaning: which model and settings made the file (``Settings``, a
 value compared whole), how a version stores each shard (with or without the messages'
 8-byte frame; 128- or 64-bit digests), and which shards hold an image range.
 
-    version   shard payload                      shard digest
-    1, 2      the messages' wire bytes (framed)  32 hex (128 bits)
-    3, 4      the wire bytes after the frame     16 hex (64 bits)
+    version   shard payload                      shard digest       latent posterior  arithmetic
+    1, 2      the messages' wire bytes (framed)  32 hex (128 bits)  libm's erfc       not recorded
+    3, 4      the wire bytes after the frame     16 hex (64 bits)   libm's erfc       not recorded
+    5         the wire bytes after the frame     16 hex (64 bits)   libm-free Phi     recorded
+
+(Version 4 differs from 3 only in how the header is compressed: ``container``.)
+
+The arithmetic record (:func:`arithmetic_of`) says how the networks compute, which
+decides where a file decodes: "portable" networks compute integers exactly in float32
+and give the same outputs everywhere; "float" networks give the encoder's outputs only
+where the runtime computes bit-identically, so a float file carries a fingerprint of the
+networks' outputs on a fixed probe (``codec.fingerprint``) that the decoder compares with
+its own before decoding (``Codec.check_arithmetic``). Files before version 5 record
+none: they are float files without a fingerprint, and a failed decode of one on another
+runtime is blamed on the runtime (``bbans.shards.public_error``).
 """
 
 from __future__ import annotations
@@ -99,8 +111,10 @@ def wire_of(payload: bytes, lanes: int, settings: Settings) -> bytes:
     return payload if settings.framed else WIRE_MAGIC + struct.pack("<I", lanes) + payload
 
 
-def build(model, settings: Settings, n: int, plan, payload_lens, digests, data_sha256: str, runtime: dict) -> dict:
-    """The container header for n images coded with ``settings`` in the shards ``plan``."""
+def build(model, settings: Settings, n: int, plan, payload_lens, digests, data_sha256: str, runtime: dict,
+          arithmetic: dict) -> dict:
+    """The container header for n images coded with ``settings`` in the shards ``plan``,
+    on ``runtime`` (runtime.describe) with network ``arithmetic`` (see :func:`arithmetic_of`)."""
     return {
         "model": {"name": model.name, "sha256": model.sha256},
         "likelihood": model.likelihood,
@@ -118,7 +132,17 @@ def build(model, settings: Settings, n: int, plan, payload_lens, digests, data_s
         "inactive_dims": list(settings.inactive_dims),
         "runtime": runtime,
         "data_sha256": data_sha256,
+        "arithmetic": arithmetic,
     }
+
+
+def arithmetic_of(header: dict) -> dict | None:
+    """A checked header's network arithmetic: ``{"kind": "portable", "version": V}`` or
+    ``{"kind": "float", "fingerprint": F}``; None for files before version 5, which record
+    none (float, no fingerprint; an "arithmetic" field in such a header is not theirs)."""
+    if header.get("version", container.VERSION) < 5:
+        return None
+    return header["arithmetic"]
 
 
 def settings_of(header: dict, model) -> Settings:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import container
 from ..errors import BitsbackError, InputError
 from . import likelihoods
 
@@ -19,9 +20,21 @@ from . import likelihoods
 # latent_bits: log2 of the number of equal-mass N(0, 1) buckets per latent dimension.
 DEFAULT_PRECISION = {"likelihood": 24, "posterior": 24, "latent_bits": 12}
 
+# Versions of the portable network arithmetic (manifest "arithmetic": {"kind": "portable",
+# "version": V, ...}; bitsback.portable writes them) that this build's coder can decode:
+# a model or file of another version needs another build.
+PORTABLE_VERSIONS = (1,)
+
 
 class Model:
-    """A VAE exported for coding (read-only once loaded)."""
+    """A VAE exported for coding (read-only once loaded).
+
+    ``arithmetic`` is the manifest's "arithmetic" record ({"kind": "float"} when absent:
+    every model exported before portable networks): "portable" networks compute the same
+    outputs on every machine, "float" ones only where the runtime computes bit-identically.
+    A record of an unknown kind, or a portable version not in PORTABLE_VERSIONS, raises
+    BitsbackError naming the model folder.
+    """
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
@@ -45,6 +58,7 @@ class Model:
         self.precision = {k: int(rec.get(k, v)) for k, v in DEFAULT_PRECISION.items()}
         self.expected_bits_per_dim = _expected_bpd(m, self.levels)
         self.inactive_dims = m.get("inactive_dims", [])
+        self.arithmetic = _arithmetic(m.get("arithmetic"), self.dir)
 
     def check_images(self, images) -> np.ndarray:
         """Images as this model codes them: C-contiguous uint8 (N, *shape), one image
@@ -70,6 +84,25 @@ class Model:
     def context(self):
         """The causal-context tables of a context family (None for the others)."""
         return getattr(self.lik, "context", None)
+
+
+def _arithmetic(a, directory: Path) -> dict:
+    """A manifest's arithmetic record, checked (see Model)."""
+    if a is None:
+        return {"kind": "float"}
+    kind = a.get("kind") if isinstance(a, dict) else None
+    if kind not in container.ARITHMETIC_KINDS:
+        what = repr(str(kind)[:40]) if isinstance(a, dict) else f"{str(a)[:40]!r} (not a record)"
+        raise BitsbackError(f"model folder {directory}: unknown network arithmetic {what} in manifest.json "
+                            f"(this build knows {', '.join(container.ARITHMETIC_KINDS)})")
+    if kind == "portable":
+        v = a.get("version")
+        if not (isinstance(v, int) and not isinstance(v, bool)) or v not in PORTABLE_VERSIONS:
+            newer = isinstance(v, int) and v > max(PORTABLE_VERSIONS)
+            raise BitsbackError(f"model folder {directory}: portable arithmetic version {str(v)[:20]} is not one this "
+                                f"build of bitsback decodes ({', '.join(map(str, PORTABLE_VERSIONS))})"
+                                + (": it needs a newer bitsback" if newer else ""))
+    return dict(a)
 
 
 def _expected_bpd(manifest: dict, levels: int) -> float:

@@ -11,7 +11,8 @@ A decode ends checked: every lane back in its initial state and each shard's ima
 matching their digest (``ShardFailed``), and no lane run out of payload
 (``PayloadExhausted``, looked for every EXHAUSTED_CHECK_STEPS steps). ``public_error``
 turns both into the error a user sees, naming the runtime when it differs from the
-encoder's.
+encoder's; ``arithmetic_mismatch`` is the error of a file whose networks compute
+differently here (found before decoding, by the fingerprint of a version-5 float file).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import header as hdr
+from .. import runtime
 from .._rans import Messages
-from ..errors import BitsbackError, CorruptMessageError, FormatError, IntegrityError
+from ..errors import BitsbackError, CorruptMessageError, FormatError, IntegrityError, RuntimeMismatchError
 from .plan import Layout, shard_seed
 from .step import Step
 
@@ -37,7 +39,12 @@ class ShardFailed(Exception):
 
 class PayloadExhausted(CorruptMessageError):
     """A shard's decode ran out of payload: corrupt or forged, or decoded by a runtime
-    whose network floats differ from the encoder's (then reported as IntegrityError)."""
+    whose network floats differ from the encoder's (then reported as IntegrityError, or
+    RuntimeMismatchError for a file without an arithmetic record)."""
+
+    def __init__(self, shard: int, step: int):
+        super().__init__(f"shard {shard}: payload exhausted (found at step {step})")
+        self.shard = shard
 
 
 def encode_group(step: Step, parts, progress=None) -> list[bytes]:
@@ -130,25 +137,58 @@ def _check_drawn(group, lay: Layout, t: int) -> None:
     generator ran out of payload: corrupt or forged."""
     drawn = group.words_drawn()
     if drawn.any():
-        raise PayloadExhausted(f"shard {lay.shard[lay.lanes[int(np.argmax(drawn > 0))][0]]}: payload exhausted (found at step {t})")
+        raise PayloadExhausted(lay.shard[lay.lanes[int(np.argmax(drawn > 0))][0]], t)
 
 
-def integrity_error(what: str, recorded: dict, here: dict) -> IntegrityError:
-    """A failed check as the user sees it, naming both runtimes when they differ."""
-    why = (
-        f"; the file was made with {recorded} and is decoded with {here}: float networks "
-        "are not guaranteed to agree across runtimes"
-        if recorded != here
-        else ""
-    )
+# What to do about a float file that computes differently here: said by both errors below.
+ADVICE = ("Decode it on a machine like the one that made it (the same instruction set, onnxruntime release and "
+          "execution provider); files made with a portable model (and K = 0) decode on any machine")
+
+
+def integrity_error(what: str, header: dict, here: dict) -> BitsbackError:
+    """A failed check of a decode of the file with ``header`` on runtime ``here``
+    (runtime.describe), as the user sees it. A file that records no arithmetic (before
+    version 5) decoded on a runtime that differs from its recorded one: RuntimeMismatchError
+    (its float networks most likely computed differently here; the file is not blamed).
+    Otherwise IntegrityError, naming both runtimes when they differ."""
+    recorded = header["runtime"]
+    differ = runtime.differences(recorded, here)
+    if differ and hdr.arithmetic_of(header) is None:
+        return RuntimeMismatchError(
+            f"this file (format version {header['version']}) did not decode here ({what}); it records no fingerprint "
+            f"of its networks' arithmetic, and it was made on {runtime.summary(recorded)}, while this machine is "
+            f"{runtime.summary(here)} (they differ in {', '.join(differ[:6])}): float networks give the encoder's "
+            "outputs only where they compute bit-identically, so the likely cause is the other runtime, not a "
+            f"damaged file. {ADVICE}"
+        )
+    why = (f"; the file was made on runtime {runtime.summary(recorded)} and is decoded on {runtime.summary(here)}"
+           if differ else "")
     return IntegrityError(f"decoded data failed its integrity check: {what}{why}")
 
 
-def public_error(e: Exception, recorded: dict, here: dict) -> BitsbackError:
-    """The error to raise for a ShardFailed or PayloadExhausted from a decode of a file
-    whose header records runtime ``recorded``, decoded on runtime ``here``. Exhaustion is
-    corruption, unless the runtimes differ (a decoder whose floats differ drifts off the
-    encoder's path and runs dry)."""
-    if isinstance(e, PayloadExhausted) and recorded == here:
-        return CorruptMessageError(str(e))
-    return integrity_error(str(e), recorded, here)
+def public_error(e: Exception, header: dict, here: dict) -> BitsbackError:
+    """The error to raise for a ShardFailed or PayloadExhausted from a decode of the file
+    with ``header`` on runtime ``here``. Exhaustion is corruption, unless the runtimes
+    differ (a decoder whose floats differ drifts off the encoder's path and runs dry):
+    then as :func:`integrity_error`."""
+    if isinstance(e, PayloadExhausted):
+        if not runtime.differences(header["runtime"], here):
+            return CorruptMessageError(str(e))
+        if hdr.arithmetic_of(header) is None:   # not "exhausted": the runtime is the suspect, not the payload
+            return integrity_error(f"shard {e.shard} drifted off the encoder's path", header, here)
+    return integrity_error(str(e), header, here)
+
+
+def arithmetic_mismatch(header: dict, here: dict) -> RuntimeMismatchError:
+    """The error of a float file whose networks compute differently here: its recorded
+    fingerprint of the networks' outputs differs from this machine's (found before
+    decoding: ``Codec.check_arithmetic``). ``here``: this machine's runtime.describe."""
+    recorded = header["runtime"]
+    same = not runtime.differences(recorded, here)
+    return RuntimeMismatchError(
+        f"this file was made with float network arithmetic on {runtime.summary(recorded)}; here the networks compute "
+        f"differently ({runtime.summary(here)}): it decodes exactly only where the networks' outputs are "
+        f"bit-identical to those. {ADVICE}"
+        + (". The two runtimes are recorded alike: they differ in something the record does not name, or the "
+           "file's header was edited" if same else "")
+    )
