@@ -13,7 +13,8 @@ vector width, FMA contraction, TF32 inputs or GPU -- there is nothing left to ro
 One layer (``a`` integers with |a| <= A_in, ``Wq`` integers with |Wq| <= WEIGHT_MAX)::
 
     acc = a @ Wq.T + bq                exact: sum_i |Wq[o,i]| * A_in + |bq[o]| < 2^24
-    a'  = clip(floor(acc * 2^-s[o]), lo, A_out)     2^-s exact; floor and clip exact
+    a'  = floor(clip(acc * 2^-s[o], lo, A_out))     2^-s exact (folded into Wq and bq);
+                                       floor and clip exact
                                        (lo = 0: ReLU; lo = -A_out: a linear rank factor)
 
 with the rounding offset 2^(s-1) folded into bq. The real activation a'[o] * scale[o]
@@ -273,23 +274,31 @@ def simulate(layers: list, a: np.ndarray, head=None):
 
 # ------------------------------------------------------------------ building the graphs
 def _layer_nodes(h, L: QLayer, name: str, last: bool, inits: list, nodes: list) -> str:
+    """One integer layer as ONNX nodes. A hidden layer's requantiser 2^-s is folded into its
+    weights and bias (Wq 2^-s and bq 2^-s are exact: a power of two times an integer), so
+    the GEMM itself yields acc 2^-s, exactly (every partial sum is k 2^-s with |k| < 2^24);
+    onnxruntime folds the weights' Cast and Mul once, at load. Clip before Floor gives the
+    same integers as after it (the bounds are integers) and fuses into the GEMM."""
     from onnx import helper, numpy_helper
 
     small = np.abs(L.wq).max() <= 127
-    wt = numpy_helper.from_array(np.ascontiguousarray(L.wq.T).astype(np.int8 if small else np.int16), f"{name}.wq")
-    inits.append(wt)
-    inits.append(numpy_helper.from_array(L.bq.astype(np.float32), f"{name}.bq"))
-    nodes.append(helper.make_node("Cast", [f"{name}.wq"], [f"{name}.w"], to=1, name=f"{name}.cast"))
-    nodes.append(helper.make_node("MatMul", [h, f"{name}.w"], [f"{name}.mm"], name=f"{name}.matmul"))
-    nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.bq"], [f"{name}.acc"], name=f"{name}.bias"))
+    inits.append(numpy_helper.from_array(np.ascontiguousarray(L.wq.T).astype(np.int8 if small else np.int16), f"{name}.wq"))
+    nodes.append(helper.make_node("Cast", [f"{name}.wq"], [f"{name}.wint"], to=1, name=f"{name}.cast"))
     if last:
+        inits.append(numpy_helper.from_array(L.bq.astype(np.float32), f"{name}.bq"))
+        nodes.append(helper.make_node("MatMul", [h, f"{name}.wint"], [f"{name}.mm"], name=f"{name}.matmul"))
+        nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.bq"], [f"{name}.acc"], name=f"{name}.bias"))
         return f"{name}.acc"
-    inits.append(numpy_helper.from_array(np.exp2(-L.shift.astype(np.float64)).astype(np.float32), f"{name}.pow2"))
+    pow2 = np.exp2(-L.shift.astype(np.float64))
+    inits.append(numpy_helper.from_array(pow2.astype(np.float32), f"{name}.pow2"))
+    inits.append(numpy_helper.from_array((L.bq * pow2).astype(np.float32), f"{name}.bq_scaled"))
     inits.append(numpy_helper.from_array(np.array(L.lo, np.float32), f"{name}.lo"))
     inits.append(numpy_helper.from_array(np.array(L.hi, np.float32), f"{name}.hi"))
-    nodes.append(helper.make_node("Mul", [f"{name}.acc", f"{name}.pow2"], [f"{name}.scaled"], name=f"{name}.requant"))
-    nodes.append(helper.make_node("Floor", [f"{name}.scaled"], [f"{name}.floor"], name=f"{name}.floor"))
-    nodes.append(helper.make_node("Clip", [f"{name}.floor", f"{name}.lo", f"{name}.hi"], [f"{name}.out"], name=f"{name}.clip"))
+    nodes.append(helper.make_node("Mul", [f"{name}.wint", f"{name}.pow2"], [f"{name}.w"], name=f"{name}.wscale"))
+    nodes.append(helper.make_node("MatMul", [h, f"{name}.w"], [f"{name}.mm"], name=f"{name}.matmul"))
+    nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.bq_scaled"], [f"{name}.scaled"], name=f"{name}.bias"))
+    nodes.append(helper.make_node("Clip", [f"{name}.scaled", f"{name}.lo", f"{name}.hi"], [f"{name}.clip"], name=f"{name}.clip"))
+    nodes.append(helper.make_node("Floor", [f"{name}.clip"], [f"{name}.out"], name=f"{name}.floor"))
     return f"{name}.out"
 
 
@@ -436,10 +445,13 @@ def read_layers(path) -> tuple[list, dict]:
     prefix = "enc" if "enc0.wq" in w else "dec"
     layers, i = [], 0
     while f"{prefix}{i}.wq" in w:
-        L = {"wq": w[f"{prefix}{i}.wq"].astype(np.float64).T, "bq": w[f"{prefix}{i}.bq"].astype(np.float64)}
-        if f"{prefix}{i}.pow2" in w:
-            L.update(pow2=w[f"{prefix}{i}.pow2"].astype(np.float64), lo=float(w[f"{prefix}{i}.lo"]),
-                     hi=float(w[f"{prefix}{i}.hi"]))
+        L = {"wq": w[f"{prefix}{i}.wq"].astype(np.float64).T}
+        if f"{prefix}{i}.pow2" in w:    # hidden: the bias is stored scaled by 2^-s (exact)
+            pow2 = w[f"{prefix}{i}.pow2"].astype(np.float64)
+            L.update(bq=w[f"{prefix}{i}.bq_scaled"].astype(np.float64) / pow2, pow2=pow2,
+                     lo=float(w[f"{prefix}{i}.lo"]), hi=float(w[f"{prefix}{i}.hi"]))
+        else:
+            L["bq"] = w[f"{prefix}{i}.bq"].astype(np.float64)
         layers.append(L)
         i += 1
     if not layers:
