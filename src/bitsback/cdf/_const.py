@@ -10,6 +10,11 @@ MIN_PREC = 9
 # latent.py: largest bucket bits; the shipped table has 2^LATENT_RES + 1 edges
 MAX_BITS = 16
 LATENT_RES = 17
+# latent.py (container versions >= 5): the shipped Phi grid, phi_table.npy, spans
+# [-PHI_L, PHI_L] (Phi(-9) = 1.1e-19: the clamps outside are negligible) in cells of
+# h = 2^-PHI_CELLS_LOG2 (interpolation error <= 1.8e-9; see make_phi_table.py)
+PHI_L = 9
+PHI_CELLS_LOG2 = 12
 
 # context.py: kernel modes (one kernel per family serves all three)
 PUSH, POP, FREQS = 0, 1, 2
