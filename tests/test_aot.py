@@ -196,7 +196,8 @@ def test_bernoulli_kernels(seed, prec, aot):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("bits,prec", [(1, 1), (4, 12), (8, 20), (16, 31)])
-def test_latent_kernels(seed, bits, prec, aot):
+@pytest.mark.parametrize("portable", [True, False])     # the grid Phi (versions >= 5), erfc (<= 4)
+def test_latent_kernels(seed, bits, prec, portable, aot):
     rng = np.random.default_rng(seed)
     n, Z = int(rng.integers(1, 9)), int(rng.integers(1, 60))
     mu = _nasty(rng, rng.normal(size=(n, Z)).astype(np.float32) * 3)
@@ -205,9 +206,10 @@ def test_latent_kernels(seed, bits, prec, aot):
     u = rng.integers(0, 1 << prec, (n, Z), dtype=np.uint64)
 
     def run():
-        return [_coded(lambda m: latent.push_posterior(m, mu, sigma, idx, prec, bits),
-                       lambda m: latent.pop_posterior(m, mu, sigma, prec, bits), n, seed),
-                latent.cdf_table(mu, sigma, prec, bits), latent.sample_posterior(mu, sigma, u, prec, bits)]
+        return [_coded(lambda m: latent.push_posterior(m, mu, sigma, idx, prec, bits, portable=portable),
+                       lambda m: latent.pop_posterior(m, mu, sigma, prec, bits, portable=portable), n, seed),
+                latent.cdf_table(mu, sigma, prec, bits, portable=portable),
+                latent.sample_posterior(mu, sigma, u, prec, bits, portable=portable)]
 
     a, b = _both(run, aot)
     _same(a, b)

@@ -41,11 +41,11 @@ def test_logistic_cdf_scales_grid():
 
 @SETTINGS
 @given(mu=st.lists(nasty_f32, min_size=1, max_size=6), sigma=st.lists(nasty_f32, min_size=1, max_size=6),
-       b=st.integers(1, 10), extra=st.integers(0, 20))
-def test_latent_cdf_invariants(mu, sigma, b, extra):
+       b=st.integers(1, 10), extra=st.integers(0, 20), portable=st.booleans())
+def test_latent_cdf_invariants(mu, sigma, b, extra, portable):
     k = min(len(mu), len(sigma))
     prec = min(b + extra, 31)
-    t = latent.cdf_table(np.array(mu[:k], np.float32), np.array(sigma[:k], np.float32), prec, b)
+    t = latent.cdf_table(np.array(mu[:k], np.float32), np.array(sigma[:k], np.float32), prec, b, portable=portable)
     assert_valid_starts(t, prec)
 
 
@@ -167,8 +167,8 @@ def test_channel_ar_matches_explicit_means():
 
 @SETTINGS
 @given(n=st.integers(1, 6), Z=st.integers(0, 20), b=st.integers(1, 16), extra=st.integers(0, 12),
-       seed=st.integers(0, 2**32 - 1), nasty=st.booleans())
-def test_latent_round_trip(n, Z, b, extra, seed, nasty):
+       seed=st.integers(0, 2**32 - 1), nasty=st.booleans(), portable=st.booleans())
+def test_latent_round_trip(n, Z, b, extra, seed, nasty, portable):
     prec = min(b + extra, 31)
     rng = np.random.default_rng(seed)
     mu = rng.normal(size=(n, Z)).astype(np.float32) * 3
@@ -176,12 +176,12 @@ def test_latent_round_trip(n, Z, b, extra, seed, nasty):
     if nasty and mu.size:
         mu.ravel()[0], sigma.ravel()[-1] = rng.choice(NASTY), rng.choice(NASTY)
     m = Messages(n, seed)
-    z = latent.pop_posterior(m, mu, sigma, prec, b)       # from the empty stack: initial bits
+    z = latent.pop_posterior(m, mu, sigma, prec, b, portable=portable)   # from the empty stack: initial bits
     assert z.shape == (n, Z) and (z.size == 0 or (z.min() >= 0 and z.max() < 1 << b))
     latent.push_prior(m, z, b)
     m2 = Messages.from_bytes(m.to_bytes(), seed)
     np.testing.assert_array_equal(latent.pop_prior(m2, n, Z, b), z)
-    latent.push_posterior(m2, mu, sigma, z, prec, b)
+    latent.push_posterior(m2, mu, sigma, z, prec, b, portable=portable)
     assert m2.is_initial()
 
 
@@ -193,6 +193,209 @@ def test_latent_table_and_centres():
         np.testing.assert_array_equal(c, -c[::-1])
     assert latent.centres(1)[1] == np.float32(0.6744897501960817)     # median of the upper half
     assert abs(latent.edges(2)[1] + 0.6744897501960817) < 1e-15
+
+
+# ---- the portable (libm-free) Phi of container versions >= 5 ----------------------------
+
+_LOOPS = {}
+
+
+def _loop(fn):
+    """fn(x, phi), a kernel helper of _nb_latent, compiled (as in the kernels: no
+    fastmath) into a loop over a float64 array: many(xs, phi) -> float64 array."""
+    if fn not in _LOOPS:
+        from numba import njit
+
+        @njit(error_model="numpy")
+        def many(xs, phi):
+            out = np.empty_like(xs)
+            for i in range(xs.size):
+                out[i] = fn(xs[i], phi)
+            return out
+
+        _LOOPS[fn] = many
+    return _LOOPS[fn]
+
+
+def _grid_phi_many(xs):
+    """The kernels' grid_phi at every float64 of xs."""
+    from bitsback.cdf._nb_latent import grid_phi
+
+    return _loop(grid_phi)(np.ascontiguousarray(xs, np.float64), latent._PHI)
+
+
+PHI_ABS_ERR = 1.9e-9    # h^2 / 8 * phi(1) = 1.80e-9 (make_phi_table.py), plus rounding
+
+
+def _numpy_grid_phi(x):
+    """grid_phi's formula in numpy: each IEEE operation of the kernel, one ufunc at a time
+    (numpy never fuses them), so a bitwise match shows the kernel uses nothing else."""
+    P = latent._PHI
+    u = (x + 9.0) * 4096.0
+    n = P.size - 1
+    out = np.where(u >= n, 1.0, 0.0)          # NaN and below the grid: 0
+    inside = (u >= 0) & (u < n)
+    k = np.floor(u[inside]).astype(np.int64)
+    out[inside] = P[k] + (P[k + 1] - P[k]) * (u[inside] - k)
+    return out
+
+
+def _numpy_cdf_table(mu, sigma, prec, b):
+    """latent.cdf_table(portable=True) re-implemented in numpy (the spec of latent.py)."""
+    m = np.asarray(mu, np.float32).astype(np.float64).ravel()
+    s = np.asarray(sigma, np.float32).astype(np.float64).ravel()
+    m = np.clip(np.where(np.isnan(m), 0.0, m), -1e6, 1e6)
+    s = np.clip(np.where(np.isnan(s), 1.0, s), 1e-30, 1e30)
+    nb = 1 << b
+    z = (latent.edges(b)[None, 1:-1] - m[:, None]) / s[:, None]
+    F = np.clip(_numpy_grid_phi(z), 0.0, 1.0)
+    M = np.float64((1 << prec) - nb)
+    t = np.empty((m.size, nb + 1), np.uint64)
+    t[:, 0], t[:, -1] = 0, 1 << prec
+    t[:, 1:-1] = np.floor(F * M).astype(np.uint64) + np.arange(1, nb, dtype=np.uint64)
+    return t.astype(np.uint32)
+
+
+def test_phi_table_shipped_and_sterbenz():
+    """The shipped grid: shape, read-only, ends, non-decreasing, and P[k] <= P[k+1] <= 2 P[k]
+    everywhere (far tails included), so the kernel's P[k+1] - P[k] is exact."""
+    P = latent._PHI
+    assert P.dtype == np.float64 and P.shape == (18 * 4096 + 1,) and not P.flags.writeable
+    assert 0 < P[0] < 2e-19 and P[-1] == 1.0 and P[P.size // 2] == 0.5
+    assert np.all(P[1:] >= P[:-1]) and np.all(P[1:] <= 2 * P[:-1])
+    from fractions import Fraction
+
+    d = P[1:] - P[:-1]
+    for k in range(0, P.size - 1, 7):        # exactness itself, on a seventh of the cells
+        assert Fraction(P[k + 1]) - Fraction(P[k]) == Fraction(d[k])
+
+
+def test_phi_table_is_what_make_phi_table_writes():
+    """Spot values equal mpmath's Phi, correctly rounded (the generator's formula)."""
+    mpmath = pytest.importorskip("mpmath")
+    from mpmath.libmp import round_nearest, to_float
+
+    P = latent._PHI
+    with mpmath.workdps(40):
+        for k in list(range(0, P.size, 997)) + [0, 1, P.size // 2, P.size - 2, P.size - 1]:
+            x = mpmath.mpf(k) / 4096 - 9
+            assert P[k] == to_float(mpmath.ncdf(x)._mpf_, rnd=round_nearest), k
+
+
+def test_grid_phi_accurate():
+    rng = np.random.default_rng(11)
+    xs = np.concatenate([np.linspace(-10, 10, 400001), rng.normal(size=100000) * 3,
+                         [-9.0, 9.0, -9 - 1e-12, 9 - 1e-12, 0.0, -0.0]])
+    ref = np.array([0.5 * math.erfc(-x / math.sqrt(2)) for x in xs])   # libm: a test reference only
+    assert np.max(np.abs(_grid_phi_many(xs) - ref)) < PHI_ABS_ERR
+    mpmath = pytest.importorskip("mpmath")
+    for x in rng.uniform(-9.5, 9.5, 300):
+        assert abs(_grid_phi_many(np.array([x]))[0] - float(mpmath.ncdf(x))) < PHI_ABS_ERR
+
+
+def test_grid_phi_monotone_across_cells_and_tails():
+    """Non-decreasing over a dense sweep, ulp by ulp across every cell boundary of the grid,
+    and out to the clamps (NaN -> 0, +-inf)."""
+    k = np.arange(18 * 4096 + 1)
+    x0 = -9.0 + k / 4096.0                  # every grid point, exact
+    steps = [x0]
+    lo, hi = x0, x0
+    for _ in range(24):                     # 24 ulps either side of each boundary
+        lo, hi = np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf)
+        steps += [lo, hi]
+    xs = np.sort(np.concatenate(steps + [np.linspace(-40, 40, 800001), [-np.inf, np.inf, -1e308, 1e308]]))
+    F = _grid_phi_many(xs)
+    assert np.all(np.diff(F) >= 0)
+    assert F[0] == 0.0 and F[-1] == 1.0 and np.all((F >= 0) & (F <= 1))
+    assert _grid_phi_many(np.array([np.nan]))[0] == 0.0
+
+
+def _math_calls(ir):
+    """Names of the libm functions and FMA intrinsics that LLVM IR calls."""
+    import re
+
+    called = set(re.findall(r"call [^@]*@([\w.]+)", ir))
+    libm = r"(llvm\.)?(erfc?|exp\w*|log\w*|pow\w*|tanh|sqrt|fma|fmuladd)(\.f64)?"
+    return {c for c in called if re.fullmatch(libm, c)}
+
+
+def _ir_of_loop(fn, phi):
+    """LLVM IR of _loop(fn), compiled for phi's type."""
+    _loop(fn)(np.zeros(1), phi)
+    return "".join(_loop(fn).inspect_llvm().values())
+
+
+def test_grid_phi_is_plain_ieee():
+    """The compiled grid_phi calls no libm function or FMA and carries no fast-math /
+    contract flag (which would let LLVM fuse the interpolation into an FMA)."""
+    import re
+
+    from bitsback.cdf._nb_latent import grid_phi, phi_of
+
+    ir = _ir_of_loop(grid_phi, latent._PHI)
+    assert not _math_calls(ir), _math_calls(ir)
+    assert not re.search(r"\bf(add|sub|mul|div) (fast|contract|reassoc|afn)\b", ir)
+    assert _math_calls(_ir_of_loop(phi_of, latent._NO_PHI)) == {"erfc"}   # the check sees a libm call
+
+
+@pytest.mark.parametrize("b,prec", [(1, 1), (4, 12), (8, 20), (12, 24), (16, 31)])
+def test_portable_cdf_table_is_the_numpy_formula(b, prec):
+    """cdf_table(portable=True) equals the pure-numpy formula bit for bit (nasty parameters
+    included): the kernel's Phi uses no libm."""
+    rng = np.random.default_rng(b)
+    n = max(2 * len(NASTY), min(3000, (1 << 21) >> b))     # rows * buckets <= 2M: the test's memory
+    mu = (rng.normal(size=n) * 4).astype(np.float32)
+    sigma = np.exp(rng.normal(size=n) * 3).astype(np.float32)
+    mu[:len(NASTY)], sigma[-len(NASTY):] = NASTY, NASTY
+    sigma[:len(NASTY)] = rng.permutation(np.array(NASTY, np.float32))
+    np.testing.assert_array_equal(latent.cdf_table(mu, sigma, prec, b), _numpy_cdf_table(mu, sigma, prec, b))
+    s, f = latent.posterior_starts_freqs(mu, sigma, np.zeros(mu.shape, np.int64) + (1 << b) // 2, prec, b)
+    t = _numpy_cdf_table(mu, sigma, prec, b).astype(np.int64)
+    np.testing.assert_array_equal(s, t[:, (1 << b) // 2])
+    np.testing.assert_array_equal(f, t[:, (1 << b) // 2 + 1] - t[:, (1 << b) // 2])
+
+
+@pytest.mark.parametrize("prec", [1, 12, 24, 31])
+def test_portable_freqs_at_least_one_adversarial(prec):
+    """Every bucket keeps frequency >= 1 in portable mode for every pair of extreme mu and
+    sigma, at every bucket count the precision allows."""
+    vals = np.array(NASTY + [1e6, -1e6, 1e-6, 5e-30, 8.999, -8.999, 9.0, -9.0], np.float32)
+    mu, sigma = np.repeat(vals, vals.size), np.tile(vals, vals.size)
+    for b in (1, 2, 3, 6, 10, 13, 16):
+        if b > prec:
+            continue
+        rows = max(1, (1 << 21) >> b)           # rows a call: tables of <= 2M starts (memory)
+        for r in range(0, mu.size, rows):
+            assert_valid_starts(latent.cdf_table(mu[r:r + rows], sigma[r:r + rows], prec, b), prec)
+
+
+def test_portable_and_erfc_modes_nearly_agree():
+    """The grid Phi moves a start by at most ceil(1.9e-9 * 2^prec) units against libm's erfc."""
+    rng = np.random.default_rng(4)
+    mu = (rng.normal(size=4000) * 3).astype(np.float32)
+    sigma = np.exp(rng.normal(size=4000)).astype(np.float32)
+    for b, prec, rows in [(4, 12, 4000), (12, 24, 400), (16, 31, 40)]:     # rows: the tables' memory
+        mu, sigma = mu[:rows], sigma[:rows]
+        a = latent.cdf_table(mu, sigma, prec, b).astype(np.int64)
+        o = latent.cdf_table(mu, sigma, prec, b, portable=False).astype(np.int64)
+        assert np.abs(a - o).max() <= math.ceil(PHI_ABS_ERR * 2 ** prec)
+    assert np.any(a != o)       # at 2^31 the two Phis are told apart: the switch reaches the kernel
+
+
+def test_each_mode_round_trips_on_a_full_stack():
+    """Same parameters, both modes: a pop then the push of what it popped returns a stack
+    of random words to its exact bytes (bits back, no initial bits drawn)."""
+    rng = np.random.default_rng(2)
+    n, Z, b, prec = 64, 50, 12, 24
+    mu = (rng.normal(size=(n, Z)) * 2).astype(np.float32)
+    sigma = np.exp(rng.normal(size=(n, Z)) - 2).astype(np.float32)
+    for portable in (True, False):
+        m = Messages(n, 7)
+        m.push_uniform(rng.integers(0, 1 << 31, (n, 200)).astype(np.uint32), 31)
+        before = m.to_bytes()
+        z = latent.pop_posterior(m, mu, sigma, prec, b, portable=portable)
+        latent.push_posterior(m, mu, sigma, z, prec, b, popped=True, portable=portable)
+        assert m.to_bytes() == before
 
 
 def test_latent_posterior_sampling_is_faithful():

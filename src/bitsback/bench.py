@@ -215,7 +215,8 @@ def model_rate(codec: Codec, x: np.ndarray, seed: int = 0, batch: int = 500) -> 
         cont[lo : lo + len(xs)] = (nll + kl) / math.log(2)
         # quantised: z ~ quantised q, decoder at the bucket centres, exact frequencies
         u = rng.integers(0, 1 << prec["posterior"], size=mu.shape, dtype=np.uint64)
-        idx, fq = cdf.latent.sample_posterior(enc["mu"], enc["sigma"], u, prec["posterior"], b)
+        idx, fq = cdf.latent.sample_posterior(enc["mu"], enc["sigma"], u, prec["posterior"], b,
+                                              portable=codec.step.portable)     # the coder's Phi
         quant["likelihood"] += m.lik.code_length(codec.decoder(z=centres[idx]), xs, prec["likelihood"])
         quant["prior"] += float(b * idx.size)
         quant["posterior"] += float(prec["posterior"] * fq.size - np.log2(fq).sum())  # -log2 q, given back

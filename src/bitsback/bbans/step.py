@@ -75,6 +75,9 @@ class Step:
         # a list, not np.setdiff1d: that loads numpy's set routines, 35 ms of a small command
         self.free = np.array([d for d in range(model.latent) if d not in inactive], np.intp) if inactive else None
         self.active_latent = model.latent - len(inactive)
+        # The posterior's Phi (cdf/latent.py): the libm-free grid from container version 5
+        # on; files of versions <= 4 were coded with libm's erfc and decode only with it.
+        self.portable = settings.version >= 5
 
     def with_settings(self, settings: Settings, encoder=None) -> "Step":
         """This step under other settings (and optionally another encoder network)."""
@@ -134,7 +137,7 @@ class Step:
         columns: z popped from the posterior (bits back), x pushed under the decoder, z
         pushed under the prior."""
         p = self.precision
-        za = cdf.latent.pop_posterior(msgs, mu, sigma, p.posterior, p.latent_bits)
+        za = cdf.latent.pop_posterior(msgs, mu, sigma, p.posterior, p.latent_bits, portable=self.portable)
         self.model.lik.push(msgs, self.decoder(z=self.decoder_z(za, zbuf)), xs, p.likelihood)
         cdf.latent.push_prior(msgs, za, p.latent_bits, popped=True)
 
@@ -150,4 +153,5 @@ class Step:
         """The decode step's second half, given the posterior's active columns: za pushed
         under the posterior (the bits back)."""
         p = self.precision
-        cdf.latent.push_posterior(msgs, mu, sigma, za, p.posterior, p.latent_bits, popped=True)
+        cdf.latent.push_posterior(msgs, mu, sigma, za, p.posterior, p.latent_bits, popped=True,
+                                  portable=self.portable)

@@ -20,6 +20,7 @@ HEADS, ADDR = "u64[1]", U
 CX = ("i64[1]", "i32[2]", "i32[1]", "i64[1]", "i32[2]", "i32[1]", "i64[1]", "i32[2]")
 GEO = (I, I, I, I)
 TABLE = "f64[1]ro"      # latent.py's shipped edge table (read-only)
+PHI = "f64[1]ro"        # latent.py's shipped Phi grid, or its empty array (erfc formula; read-only)
 
 KERNELS = {
     # name: (module, function, args, returns, lanes)
@@ -38,10 +39,13 @@ KERNELS = {
     "logistic_pop_mix": ("_nb_logistic", "pop_mix", (HEADS, ADDR, "f32[3]", "f32[3]", "f32[3]", I, "u8[2]"), None, True),
     "logistic_mix_starts_freqs": ("_nb_logistic", "mix_starts_freqs", ("f32[3]", "f32[3]", "f32[3]", "u8[2]", I),
                                   ("u32[2]", "u32[2]"), False),
-    "latent_push_post": ("_nb_latent", "push_post", (HEADS, ADDR, "f32[2]", "f32[2]", "i64[2]", I, I, TABLE), None, True),
-    "latent_pop_post": ("_nb_latent", "pop_post", (HEADS, ADDR, "f32[2]", "f32[2]", I, I, TABLE, "i64[2]"), None, True),
-    "latent_cdf_table": ("_nb_latent", "cdf_table", ("f32[1]", "f32[1]", I, I, TABLE), "u32[2]", False),
-    "latent_sample": ("_nb_latent", "sample", ("f32[2]", "f32[2]", "u64[2]", I, I, TABLE), ("i64[2]", "f64[2]"), False),
+    "latent_push_post": ("_nb_latent", "push_post", (HEADS, ADDR, "f32[2]", "f32[2]", "i64[2]", I, I, TABLE, PHI),
+                         None, True),
+    "latent_pop_post": ("_nb_latent", "pop_post", (HEADS, ADDR, "f32[2]", "f32[2]", I, I, TABLE, PHI, "i64[2]"),
+                        None, True),
+    "latent_cdf_table": ("_nb_latent", "cdf_table", ("f32[1]", "f32[1]", I, I, TABLE, PHI), "u32[2]", False),
+    "latent_sample": ("_nb_latent", "sample", ("f32[2]", "f32[2]", "u64[2]", I, I, TABLE, PHI), ("i64[2]", "f64[2]"),
+                      False),
     "context_sigmoid_table": ("_nb_context", "sigmoid_table", (), "f64[1]", False),
     "context_bern": ("_nb_context", "bern", (HEADS, ADDR, "f32[3]", "u8[2]", "u8[2]", GEO, CX, "f64[1]", "f32[2]", "f32[1]",
                                              I, I, "u32[2]"), None, True),
