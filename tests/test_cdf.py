@@ -1,6 +1,7 @@
 """Symbol-model families: CDF invariants under adversarial parameters, round trips,
 bits-back interleavings across families, and code length against the ideal."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -459,6 +460,21 @@ def test_code_length_near_ideal(family):
     overhead = 64 + lanes * (LANE_OVERHEAD_BITS + 33)      # header + per lane (fields + head slack)
     assert actual <= 1.001 * ideal + overhead, (actual, ideal)
     assert actual >= ideal - lanes * 64
+
+
+def test_fast_exp_constants_are_literals_near_the_exact_values():
+    """fexp's constants are shipped as literals (no libm at import); each is within 3 ulps
+    of the exact value (the literals are glibc's ln2 ** k / k!, whose pow rounds off)."""
+    from bitsback.cdf import _exp
+
+    src = Path(_exp.__file__).read_text()
+    assert "import math" not in src and "fromhex" in src
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(40):
+        ln2 = mpmath.log(2)
+        assert _exp._LOG2E == float(1 / ln2) and _exp._LN2 == float(ln2)
+        for k, c in enumerate(_exp._C):
+            assert abs(c - float(ln2 ** k / mpmath.factorial(k))) <= 3 * np.spacing(c), k
 
 
 def test_fast_exp_accurate_and_monotone():

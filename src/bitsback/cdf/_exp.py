@@ -12,15 +12,21 @@ within a cell every operation is monotone (Horner with positive coefficients on
 r >= 0), and across cells P(1-) underestimates 2 by ~1e-11, far more than rounding, so
 the value never drops at a cell boundary. Monotone F keeps every quantised frequency >= 1.
 """
-import math
-
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-_LOG2E = 1.0 / math.log(2.0)
-_LN2 = math.log(2.0)
-_C = tuple(_LN2 ** k / math.factorial(k) for k in range(12))
+# The constants are literals, not computed at import: math.log and float ** int (C pow)
+# are libm calls whose last bit may differ between C libraries, and the JIT would bake
+# that machine's bits into every CDF. These are the values glibc gave for
+# 1 / log(2), log(2) and log(2) ** k / k! (k = 0..11) when the format was fixed (every
+# file so far was coded with them); float.fromhex is exact, so each is that very double.
+_LOG2E = float.fromhex("0x1.71547652b82fep+0")
+_LN2 = float.fromhex("0x1.62e42fefa39efp-1")
+_C = tuple(float.fromhex(h) for h in (
+    "0x1.0000000000000p+0", "0x1.62e42fefa39efp-1", "0x1.ebfbdff82c58ep-3", "0x1.c6b08d704a0bfp-5",
+    "0x1.3b2ab6fba4e77p-7", "0x1.5d87fe78a6730p-10", "0x1.430912f86c786p-13", "0x1.ffcbfc588b0c5p-17",
+    "0x1.62c0223a5c822p-20", "0x1.b5253d395e7c1p-24", "0x1.e4cf5158b8ec7p-28", "0x1.e8cac7351bb22p-32"))
 _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11 = _C
 
 
