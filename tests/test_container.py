@@ -11,6 +11,7 @@ from bitsback.errors import FormatError, LimitError
 SH = "a" * 16      # a shard digest: 64 bits in version 3
 SH_V2 = "a" * 32   # 128 bits in versions 1 and 2
 ZDICT_SHA256 = "de6b73d679611dab31ff6557a963f8918150fc2287ee2096e7192987b0f9e3f7"  # container.ZDICT, frozen with version 4
+ZDICT_V5_SHA256 = "f9d01b6efbdc4767be462b7d48784b100092af0bed93a532c83db8eb7ff23a23"  # container.ZDICT_V5, frozen with version 5
 
 
 def header(**over):
@@ -169,6 +170,24 @@ def test_version_4_headers_use_the_pinned_dictionary():
     # a version-3 reader (no dictionary) cannot read it: the version number says which
     with pytest.raises(FormatError, match="zlib"):
         container.unpack(blob[:6] + struct.pack("<H", 3) + blob[8:-32] + hashlib.sha256(blob[:6] + struct.pack("<H", 3) + blob[8:-32]).digest())
+
+
+def test_version_5_headers_use_their_pinned_dictionary():
+    """ZDICT_V5 is part of format 5 (ZDICT after the strings version 5 added): pinned, and
+    a version-5 header with its new fields compresses smaller against it than against
+    ZDICT; a version-4 reader's dictionary cannot read it."""
+    assert hashlib.sha256(container.ZDICT_V5).hexdigest() == ZDICT_V5_SHA256
+    assert container.ZDICT_V5.endswith(container.ZDICT)
+    h0 = header(shards=[[4, 1, 5, SH], [6, 1, 8, SH]], arithmetic={"kind": "float", "fingerprint": "e5efc14e44d6def1"},
+                runtime={"isa": "x86-64-v3 avx avx2 fma", "machine": "x86_64", "numpy": "2.4.6", "onnxruntime": "1.31.1",
+                         "provider": "CPUExecutionProvider"})
+    blob = container.pack(h0, b"payload-bytes")
+    hlen = struct.unpack_from("<I", blob, 8)[0]
+    assert hlen == len(container.deflate(json.dumps(h0, sort_keys=True, separators=(",", ":")).encode(), 5))
+    assert hlen < len(container.deflate(json.dumps(h0, sort_keys=True, separators=(",", ":")).encode(), 4)) - 30
+    as4 = blob[:6] + struct.pack("<H", 4) + blob[8:-32]
+    with pytest.raises(FormatError, match="zlib"):
+        container.unpack(as4 + hashlib.sha256(as4).digest())
 
 
 def test_version_3_headers_without_a_dictionary_are_still_read():
