@@ -9,7 +9,8 @@ VNNI are dropped from every CPU model, so those paths cannot be checked here).
 
 For each default model, a few fixture images (several lanes) are encoded here and
 decoded under each emulated CPU, and encoded under each emulated CPU and decoded here;
-the images must come back exactly. tests/xisa_worker.py does the emulated side and
+the images must come back exactly, and both CPUs must code the same payload bytes.
+tests/xisa_worker.py does the emulated side and
 reports what it ran on, so that each pass is checked not to be vacuous: the emulated CPU
 must show its own features (no AVX under Nehalem) and use the ahead-of-time kernels
 built for it (the JIT would compile for minutes under emulation).
@@ -95,14 +96,14 @@ def _report(cpu, proc):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Native files, then every emulated CPU's run (concurrently: each is mostly start-up):
-    ``{"native": (dir, env), cpu: (dir, report)}``."""
+    ``{"native": (dir, env + what it encoded), cpu: (dir, report)}``."""
     tmp = tmp_path_factory.mktemp("xisa")
     native = tmp / "native"
-    xisa_worker.encode(native, MODELS, FIXTURE, N, 0, LANES)
+    made = xisa_worker.encode(native, MODELS, FIXTURE, N, 0, LANES)
     procs = {cpu: _emulated(cpu, tmp, "--decode", native, "--encode", tmp / cpu, "--images", FIXTURE,
                             "--n", N, "--lanes", LANES, "--models", ",".join(MODELS)) for cpu in CPUS}
     res = {cpu: (tmp / cpu, _report(cpu, p)) for cpu, p in procs.items()}
-    res["native"] = (native, xisa_worker.environment())
+    res["native"] = (native, dict(xisa_worker.environment(), encoded=made))
     return res
 
 
@@ -144,3 +145,12 @@ def test_emulated_file_decodes_natively(runs, cpu, model):
         err = None if np.array_equal(out, ref) else "WRONG images"
     assert err is None, (f"{model}: made under -cpu {cpu} ({_where(report['env'])}), decoded natively "
                          f"({_where(runs['native'][1])}): {err}")
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_emulated_cpu_codes_the_same_payload(runs, cpu):
+    """Same arithmetic, same bytes: the payloads coded there equal those coded here (the
+    headers differ: they record the runtime)."""
+    native, there = runs["native"][1]["encoded"], runs[cpu][1]["encoded"]
+    differ = [m for m in MODELS if native[m]["payload_sha256"] != there[m]["payload_sha256"]]
+    assert not differ, f"-cpu {cpu} coded other payloads than this CPU for {differ}"

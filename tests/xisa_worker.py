@@ -19,7 +19,7 @@ Decoding runs first, so one process can check the other side's files and make it
 Prints one JSON line: ``env`` (what this process runs on: the CPU features numpy detects,
 LLVM's name for the host CPU, the CDF kernels in use, the library versions), ``decoded``
 (model -> result: "exact", "WRONG", or the exception as "Type: message"; the model folder
-used) and ``encoded`` (model -> bytes, images, dims). ``env`` is what lets a caller see
+used) and ``encoded`` (model -> bytes, images, dims, the payload's sha256). ``env`` is what lets a caller see
 that an emulated run really ran on the other CPU, so that a pass is not vacuous.
 """
 import argparse
@@ -96,6 +96,16 @@ def decode(d, models):
     return out
 
 
+def payload_hash(blob):
+    """sha256 of the coded payload without the header (which records the runtime, so it
+    differs between machines even when the arithmetic, and so the payload, does not)."""
+    import hashlib
+
+    from bitsback import container
+
+    return hashlib.sha256(bytes(container.unpack(blob)[1])).hexdigest()
+
+
 def encode(d, models, images, n, offset, lanes):
     import bitsback
     from bitsback import datasets
@@ -112,7 +122,7 @@ def encode(d, models, images, n, offset, lanes):
             f.write(blob)
         np.save(os.path.join(d, f"{name}.npy"), data)
         out[name] = {"bytes": len(blob), "images": int(data.shape[0]), "dims": int(data[0].size),
-                     "seconds": round(secs, 2)}
+                     "seconds": round(secs, 2), "payload_sha256": payload_hash(blob)}
     return out
 
 
