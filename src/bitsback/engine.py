@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container, datasets
+from . import container, datasets, zoo
 from . import header as hdr
 from .bbans import shards
 from .codec import Codec
@@ -409,7 +409,7 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
         whole = (lo, hi) == (0, header["n"])
         if whole:
             container.verify_checksum(f, size)
-        codec = Codec(model or header["model"]["name"], workers=1, **codec_args).for_header(header)
+        codec = Codec(model or zoo.for_file(header["model"]["name"], header["model"]["sha256"]), workers=1, **codec_args).for_header(header)
         jobs = hdr.shard_refs(header, lo, hi)
 
         out_shape = (hi - lo, *codec.model.shape)
