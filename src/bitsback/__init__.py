@@ -14,6 +14,7 @@ from .errors import (  # noqa: E402
     InputError,
     IntegrityError,
     ModelMismatchError,
+    RuntimeMismatchError,
 )
 
 
@@ -60,4 +61,5 @@ def load_for(images, **kwargs):
     return load(name, **kwargs)
 
 
-__all__ = ["load", "load_for", "BitsbackError", "FormatError", "InputError", "IntegrityError", "ModelMismatchError"]
+__all__ = ["load", "load_for", "BitsbackError", "FormatError", "InputError", "IntegrityError", "ModelMismatchError",
+           "RuntimeMismatchError"]
