@@ -131,3 +131,30 @@ def test_non_mlp_models_are_refused(tmp_path):
                preprocess="binarize")
     with pytest.raises(ValueError, match="Tanh"):
         portable.convert(tmp_path / "m", tmp_path / "p", _images("mnist-binary"))
+
+
+def test_export_command_is_portable_by_default(tmp_path):
+    """`bitsback export` of a trained checkpoint converts to portable arithmetic unless told
+    otherwise, calibrating on --inactive-data; the result codes exactly; without images
+    to calibrate on it says what to pass."""
+    pytest.importorskip("torch")
+    import bitsback
+    from bitsback import export, train
+
+    common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress"]
+    ck = tmp_path / "vae"
+    assert train.main(["vae", "--out", str(ck), "--epochs", "1", "--latent", "4", "--hidden", "32",
+                       "--likelihood", "logistic", "--preprocess", "none", "--levels", "256", *common]) == 0
+    out = tmp_path / "model"
+    assert export.main(["--ckpt", str(ck / "best.pt"), "--out", str(out), "--inactive-data", str(FIX)]) == 0
+    assert zoo.manifest(str(out))["arithmetic"]["kind"] == "portable"
+    x = datasets.load(FIX)[:16]
+    codec = bitsback.load(out, device="cpu", lanes=2)
+    blob = codec.compress(x)
+    assert bitsback.container.unpack(blob)[0]["arithmetic"]["kind"] == "portable"
+    assert np.array_equal(codec.decompress(blob), x)
+    flt = tmp_path / "float"
+    assert export.main(["--ckpt", str(ck / "best.pt"), "--out", str(flt), "--arithmetic", "float"]) == 0
+    assert "arithmetic" not in zoo.manifest(str(flt))
+    with pytest.raises(ValueError, match="calib"):
+        export.export_checkpoint(ck / "best.pt", tmp_path / "none")
