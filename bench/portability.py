@@ -63,8 +63,8 @@ MODELS = ["mnist-grey", "mnist-binary"]
 class Env:
     """One place to run the worker: a name, and the command prefix (interpreter included)."""
 
-    def __init__(self, name, prefix, env=None):
-        self.name, self.prefix, self.env = name, list(prefix), dict(env or {})
+    def __init__(self, name, prefix, env=None, drop=()):
+        self.name, self.prefix, self.env, self.drop = name, list(prefix), dict(env or {}), tuple(drop)
 
 
 def safe(name):
@@ -77,7 +77,8 @@ def run_worker(where, out, tag, args, log):
     cache = out / "numba" / safe(where.name)
     cache.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1", **where.env)
-    env.pop("BITSBACK_JIT", None)
+    for k in ("BITSBACK_JIT", *where.drop):
+        env.pop(k, None)
     cmd = [*where.prefix, str(WORKER), *map(str, args)]
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
@@ -150,7 +151,8 @@ def main():
     else:
         log("qemu-x86_64 not found (Debian package qemu-user): emulated x86 CPUs skipped")
     for py in a.other_python:
-        others.append(("python", Env(f"python {py}", [py])))
+        # its own bitsback: a PYTHONPATH meant for this interpreter would shadow it
+        others.append(("python", Env(f"python {py}", [py], drop=["PYTHONPATH"])))
     aarch64_hint = None
     if a.aarch64_root:
         r = a.aarch64_root.resolve()
