@@ -17,7 +17,8 @@ For each default model (mnist-grey, mnist-binary; binarised images for the binar
    with bitsback installed in it);
 5. with --aarch64-root (the folder ../shared/tools/portability/setup.sh built: an arm64
    CPython, its wheels and a cross-built bitsback), the same both ways under
-   ``qemu-aarch64 -cpu neoverse-n1`` (QEMU_CPU picks another). That bitsback is the
+   ``qemu-aarch64 -cpu neoverse-n1`` (QEMU_CPU picks another, e.g. max: SVE and SME;
+   ROOT/sysroot/proc/cpuinfo is rewritten for it, as run.sh does). That bitsback is the
    checkout setup.sh copied (ROOT/BUILD_INFO says which commit), without AOT kernels, so
    numba compiles there first (minutes), and emulated arm64 is slow: use a smaller -n.
    Without it the script prints how to get it. To refresh only that bitsback copy after
@@ -158,10 +159,15 @@ def main():
         r = a.aarch64_root.resolve()
         sysroot, site = r / "sysroot", r / "site"
         qa = shutil.which("qemu-aarch64")
-        if not ((site / "bitsback" / "__init__.py").is_file() and (sysroot / "proc" / "cpuinfo").is_file() and qa):
+        if not ((site / "bitsback" / "__init__.py").is_file() and (r / "bin" / "cpuinfo").is_file() and qa):
             ap.error(f"--aarch64-root {r}: no arm64 environment there (or no qemu-aarch64): "
                      "run ../shared/tools/portability/setup.sh first")
         qcpu = os.environ.get("QEMU_CPU", "neoverse-n1")
+        # as run.sh does: the sysroot's /proc/cpuinfo (served by -L) describes the emulated core,
+        # for onnxruntime's and LLVM's CPU detection
+        info = subprocess.run([qa, "-cpu", qcpu, "-L", str(sysroot), str(r / "bin" / "cpuinfo"), str(os.cpu_count())],
+                              capture_output=True, text=True, check=True).stdout
+        (sysroot / "proc" / "cpuinfo").write_text(info)
         # as common.sh's apy(): the sysroot's CPython, its /proc/cpuinfo (-L), packages from site/
         others.append(("aarch64", Env(f"qemu-aarch64 -cpu {qcpu}",
                                       [qa, "-cpu", qcpu, "-L", str(sysroot), str(sysroot / "usr/bin/python3.11"), "-s"],

@@ -70,7 +70,7 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
 def _emulated(cpu, tmp, *args):
-    """Run the worker under qemu-x86_64 -cpu <cpu>; its JSON report."""
+    """Start the worker under qemu-x86_64 -cpu <cpu> (_report reads its JSON report)."""
     numba_cache = tmp / f"numba-{cpu}"
     numba_cache.mkdir(exist_ok=True)
     # Nothing is written into the checkout: byte code off, numba's cache per CPU (a cache
@@ -102,7 +102,12 @@ def runs(tmp_path_factory):
     made = xisa_worker.encode(native, MODELS, FIXTURE, N, 0, LANES)
     procs = {cpu: _emulated(cpu, tmp, "--decode", native, "--encode", tmp / cpu, "--images", FIXTURE,
                             "--n", N, "--lanes", LANES, "--models", ",".join(MODELS)) for cpu in CPUS}
-    res = {cpu: (tmp / cpu, _report(cpu, p)) for cpu, p in procs.items()}
+    try:
+        res = {cpu: (tmp / cpu, _report(cpu, p)) for cpu, p in procs.items()}
+    finally:    # one failed: do not leave the others running
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
     res["native"] = (native, dict(xisa_worker.environment(), encoded=made))
     return res
 
