@@ -143,9 +143,9 @@ HOSTILE_INTS = (0, 1, -1, 2, 3, 7, 255, 256, 2**16, 2**20, 2**24, 2**28, 2**28 +
 HOSTILE_VALUES = HOSTILE_INTS + (None, True, False, 0.5, -0.0, 1e308, float("inf"), float("nan"), "", "x",
                                   "0" * 64, [], [0], [1, 2], [[1]], {}, {"a": 1}, [28, 28], [28, 28, 1],
                                   [2**31, 2**31], [0, 28], [-28, -28], [1] * 5, "uint16", "bernoulli",
-                                  "logistic", "logistic_mixture")
+                                  "logistic", "logistic_mixture", "portable", "float", "0123456789abcdef")
 FIELDS = ("model", "likelihood", "shape", "dtype", "levels", "n", "lanes", "precision", "latent", "k_steps",
-          "lr", "seed", "runtime", "data_sha256")
+          "lr", "seed", "runtime", "data_sha256", "arithmetic")
 
 
 class Rand:
@@ -171,7 +171,7 @@ def _hostile(r: Rand, depth=0):
     if k == 7:
         return [_hostile(r, depth + 1) for _ in range(r.int(0, 4))]
     if k == 8:
-        return {r.choice(("name", "sha256", "likelihood", "posterior", "latent_bits", "x")): _hostile(r, depth + 1)
+        return {r.choice(("name", "sha256", "likelihood", "posterior", "latent_bits", "kind", "version", "fingerprint", "x")): _hostile(r, depth + 1)
                 for _ in range(r.int(0, 3))}
     return r.int(-(2**70), 2**70)
 
