@@ -23,12 +23,13 @@ before those are rounded, so they cost nothing at run time.
 
 Inputs and outputs:
 
-* encoder: x (raw symbols 0..levels-1) is already an integer. Head: ``mu = acc * t`` (one
-  IEEE multiply of an exact integer: correctly rounded, so identical everywhere) and
+* encoder: x (raw symbols 0..levels-1) is already an integer. Head: ``mu = acc * t`` with
+  t a power of two per channel, folded into the head's weights (exact), and
   ``sigma = SIGMA_TABLE[clip(floor(acc * 2^-q) + k0, 0, len - 1)]``: softplus is a table
   made here once and stored in the graph, so no exp/log runs at coding time.
 * decoder: z (the latent buckets' centres, float32 from the shipped table) is rounded in
-  the graph to ``floor(z * 2^Z_SHIFT + 1/2)``, exact; its last layer is ``acc * t``, and the
+  the graph to ``floor(z * 2^Z_SHIFT + 1/2)``, exact; its last layer is ``acc * t`` (t
+  powers of two folded into the weights, so the GEMM gives it exactly), and the
   original graph's tail (reshape, split, the affine offsets of the likelihood) follows,
   each op one correctly rounded IEEE operation.
 
@@ -237,6 +238,9 @@ def quantise(chain: FloatChain, calib: np.ndarray, a_in: int, in_scale: np.ndarr
         last = li == len(chain.layers) - 1
         t = _weight_scale(w_eff, L.b, a_in)
         if last:
+            # powers of two, so the scale folds into the weights exactly and the GEMM itself
+            # yields the output (a Mul over the whole output cost ~7 % of the decoder's time)
+            t = np.exp2(np.ceil(np.log2(t)))
             shift = np.zeros(len(t), np.int64)
             if head is not None:   # sigma half: t = 2^-S_BITS * 2^-q, idx = floor(acc 2^-q)
                 Z = head
@@ -278,7 +282,7 @@ def simulate(layers: list, a: np.ndarray, head=None):
 
 
 # ------------------------------------------------------------------ building the graphs
-def _layer_nodes(h, L: QLayer, name: str, last: bool, inits: list, nodes: list) -> str:
+def _layer_nodes(h, L: QLayer, name: str, last: bool, inits: list, nodes: list, fold=None, out=None) -> str:
     """One integer layer as ONNX nodes. A hidden layer's requantiser 2^-s is folded into its
     weights and bias (Wq 2^-s and bq 2^-s are exact: a power of two times an integer), so
     the GEMM itself yields acc 2^-s, exactly (every partial sum is k 2^-s with |k| < 2^24);
@@ -289,11 +293,14 @@ def _layer_nodes(h, L: QLayer, name: str, last: bool, inits: list, nodes: list) 
     small = np.abs(L.wq).max() <= 127
     inits.append(numpy_helper.from_array(np.ascontiguousarray(L.wq.T).astype(np.int8 if small else np.int16), f"{name}.wq"))
     nodes.append(helper.make_node("Cast", [f"{name}.wq"], [f"{name}.wint"], to=1, name=f"{name}.cast"))
-    if last:
-        inits.append(numpy_helper.from_array(L.bq.astype(np.float32), f"{name}.bq"))
-        nodes.append(helper.make_node("MatMul", [h, f"{name}.wint"], [f"{name}.mm"], name=f"{name}.matmul"))
-        nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.bq"], [f"{name}.acc"], name=f"{name}.bias"))
-        return f"{name}.acc"
+    if last:   # fold: the head's per-channel power of two (see encoder_graph / decoder_graph)
+        fold = np.asarray(fold, np.float64)
+        inits.append(numpy_helper.from_array(fold.astype(np.float32), f"{name}.fold"))
+        inits.append(numpy_helper.from_array((L.bq * fold).astype(np.float32), f"{name}.bq_scaled"))
+        nodes.append(helper.make_node("Mul", [f"{name}.wint", f"{name}.fold"], [f"{name}.w"], name=f"{name}.wscale"))
+        nodes.append(helper.make_node("MatMul", [h, f"{name}.w"], [f"{name}.mm"], name=f"{name}.matmul"))
+        nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.bq_scaled"], [out or f"{name}.acc"], name=f"{name}.bias"))
+        return out or f"{name}.acc"
     pow2 = np.exp2(-L.shift.astype(np.float64))
     inits.append(numpy_helper.from_array(pow2.astype(np.float32), f"{name}.pow2"))
     inits.append(numpy_helper.from_array((L.bq * pow2).astype(np.float32), f"{name}.bq_scaled"))
@@ -324,10 +331,13 @@ def encoder_graph(layers: list, dim: int, latent: int):
 
     nodes, inits = [], []
     h = "x"
-    for i, L in enumerate(layers):
-        h = _layer_nodes(h, L, f"enc{i}", i == len(layers) - 1, inits, nodes)
     head = layers[-1]
     Z = latent
+    # mu = acc t (t a power of two) and the sigma index floor(acc 2^-q), both folded into
+    # the head's weights: its GEMM gives mu exactly and s * 2^S_BITS before the floor
+    fold = np.concatenate([head.t[:Z], np.exp2(-head.shift[Z:].astype(np.float64))])
+    for i, L in enumerate(layers):
+        h = _layer_nodes(h, L, f"enc{i}", i == len(layers) - 1, inits, nodes, fold=fold)
     table = sigma_table()
     k0 = -int(S_LO * (1 << S_BITS))
     inits += [
@@ -335,18 +345,14 @@ def encoder_graph(layers: list, dim: int, latent: int):
         numpy_helper.from_array(np.array([Z], np.int64), "z1"),
         numpy_helper.from_array(np.array([2 * Z], np.int64), "z2"),
         numpy_helper.from_array(np.array([1], np.int64), "ax1"),
-        numpy_helper.from_array(head.t[:Z].astype(np.float32), "mu.t"),
-        numpy_helper.from_array(np.exp2(-head.shift[Z:].astype(np.float64)).astype(np.float32), "s.pow2"),
         numpy_helper.from_array(np.array(k0, np.float32), "s.k0"),
         numpy_helper.from_array(np.array(0, np.float32), "s.lo"),
         numpy_helper.from_array(np.array(len(table) - 1, np.float32), "s.hi"),
         numpy_helper.from_array(table, "sigma.table"),
     ]
     nodes += [
-        helper.make_node("Slice", [h, "z0", "z1", "ax1"], ["mu.acc"], name="mu.slice"),
-        helper.make_node("Mul", ["mu.acc", "mu.t"], ["mu"], name="mu.dequant"),
-        helper.make_node("Slice", [h, "z1", "z2", "ax1"], ["s.acc"], name="s.slice"),
-        helper.make_node("Mul", ["s.acc", "s.pow2"], ["s.scaled"], name="s.requant"),
+        helper.make_node("Slice", [h, "z0", "z1", "ax1"], ["mu"], name="mu.slice"),
+        helper.make_node("Slice", [h, "z1", "z2", "ax1"], ["s.scaled"], name="s.slice"),
         helper.make_node("Floor", ["s.scaled"], ["s.floor"], name="s.floor"),
         helper.make_node("Add", ["s.floor", "s.k0"], ["s.shifted"], name="s.offset"),
         helper.make_node("Clip", ["s.shifted", "s.lo", "s.hi"], ["s.idx_f"], name="s.clip"),
@@ -374,10 +380,8 @@ def decoder_graph(layers: list, chain: FloatChain):
               helper.make_node("Floor", ["zq.half_up"], ["zq.floor"], name="zq.floor"),
               helper.make_node("Clip", ["zq.floor", "zq.lo", "zq.hi"], ["zq"], name="zq.clip")]
     h = "zq"
-    for i, L in enumerate(layers):
-        h = _layer_nodes(h, L, f"dec{i}", i == len(layers) - 1, inits, nodes)
-    inits.append(numpy_helper.from_array(layers[-1].t.astype(np.float32), "out.t"))
-    nodes.append(helper.make_node("Mul", [h, "out.t"], [chain.output], name="out.dequant"))
+    for i, L in enumerate(layers):   # the last layer's scale t (powers of two) folds into its weights
+        h = _layer_nodes(h, L, f"dec{i}", i == len(layers) - 1, inits, nodes, fold=layers[-1].t, out=chain.output)
     nodes += list(chain.tail)
     inits += list(chain.tail_inits)
     g = chain.graph
@@ -455,11 +459,17 @@ def read_layers(path) -> tuple[list, dict]:
             pow2 = w[f"{prefix}{i}.pow2"].astype(np.float64)
             L.update(bq=w[f"{prefix}{i}.bq_scaled"].astype(np.float64) / pow2, pow2=pow2,
                      lo=float(w[f"{prefix}{i}.lo"]), hi=float(w[f"{prefix}{i}.hi"]))
-        else:
-            L["bq"] = w[f"{prefix}{i}.bq"].astype(np.float64)
+        else:                           # the head: bias and weights scaled by its fold
+            L["bq"] = w[f"{prefix}{i}.bq_scaled"].astype(np.float64) / w[f"{prefix}{i}.fold"].astype(np.float64)
+            fold = w[f"{prefix}{i}.fold"]
         layers.append(L)
         i += 1
     if not layers:
         raise ValueError(f"{path}: not a portable bitsback graph")
-    head = {k: w[k] for k in ("mu.t", "s.pow2", "s.k0", "sigma.table", "out.t") if k in w}
+    head = {k: w[k] for k in ("s.k0", "sigma.table") if k in w}
+    if prefix == "enc":
+        Z = len(fold) // 2
+        head.update({"mu.t": fold[:Z], "s.pow2": fold[Z:]})
+    else:
+        head["out.t"] = fold
     return layers, head
