@@ -60,7 +60,7 @@ SCHEME = "int-f32"
 # unrounded. Activations get 10 bits: a row's sum must stay below 2^24, so the weights of a
 # 500-input layer have an L1 budget of about 2^24 / ACT_MAX; measured on the four bundled
 # models (10 000 MNIST test images, real files), ACT_MAX 1023 matched the float networks'
-# rates to +0.014 % or better, 2047 lost up to +0.5 % (mnist-binary-mlp), 511 lost 2.6 %.
+# rates to within 0.1 %, 2047 lost up to +0.5 % (mnist-binary-mlp), 511 lost 2.6 %.
 WEIGHT_MAX = 2047
 ACT_MAX = 1023
 # Every partial sum stays below this (2^24 is float32's last exact integer), with margin
