@@ -2,6 +2,7 @@
 
     python bench/portable_design.py gemm                       # one 500x500 layer, three ways
     python bench/portable_design.py rate MODEL TRAIN TEST      # real-file rate, float / portable / 7-bit
+    python bench/portable_design.py profile MODEL ROWS         # onnxruntime's per-op time, float / portable
 
 ``gemm``: one 500 -> 500 layer on one onnxruntime thread, batch 64 and 4096, as a float32
 MatMul (how the portable networks carry their integers), as MatMulInteger u8 x s8 (x86's
@@ -85,10 +86,46 @@ def rate(model: str, train: str, test: str) -> None:
             print(f"{model} {name}: {len(blob)} bytes, {8 * len(blob) / te.size:.5f} bits/dim")
 
 
+def profile(model: str, rows: int) -> None:
+    """Per-call time of the float (zoo/legacy) and portable networks by op, from onnxruntime's
+    profiler: one thread, 200 calls of ROWS random rows."""
+    import collections
+    import json
+    import os
+
+    import onnxruntime as ort
+
+    from bitsback import zoo
+
+    rng = np.random.default_rng(0)
+    levels = zoo.manifest(model)["levels"]
+    sides = {"float": next(p for p in zoo.LEGACY_DIR.iterdir() if p.name.startswith(model + "@")),
+             "portable": zoo.model_dir(model)}
+    inputs = {"encoder": {"x": rng.integers(0, levels, (rows, 784)).astype(np.float32)},
+              "decoder": {"z": rng.standard_normal((rows, 32)).astype(np.float32)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side, d in sides.items():
+            for net, feed in inputs.items():
+                so = ort.SessionOptions()
+                so.enable_profiling, so.intra_op_num_threads = True, 1
+                so.profile_file_prefix = os.path.join(tmp, f"{side}-{net}")
+                s = ort.InferenceSession(str(d / f"{net}.onnx"), so, providers=["CPUExecutionProvider"])
+                for _ in range(200):
+                    s.run(None, feed)
+                by_op = collections.Counter()
+                for e in json.load(open(s.end_profiling())):
+                    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                        by_op[e["args"]["op_name"]] += e["dur"] / 200
+                print(f"{model} {side} {net}: {sum(by_op.values()):.0f} us a call; "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in by_op.most_common(6)))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["gemm"]:
         gemm()
     elif sys.argv[1:2] == ["rate"] and len(sys.argv) == 5:
         rate(*sys.argv[2:])
+    elif sys.argv[1:2] == ["profile"] and len(sys.argv) == 4:
+        profile(sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit(__doc__)
