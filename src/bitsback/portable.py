@@ -269,18 +269,6 @@ def quantise(chain: FloatChain, calib: np.ndarray, a_in: int, in_scale: np.ndarr
     return out
 
 
-def simulate(layers: list, a: np.ndarray, head=None):
-    """The integer network in int64 numpy: the reference the ONNX graph must equal.
-    Returns the last layer's acc (int64) and, for an encoder head, the table index."""
-    a = np.asarray(a, np.int64)
-    for L in layers[:-1]:
-        acc = a @ L.wq.T.astype(np.int64) + L.bq
-        a = np.clip(np.floor(acc * np.exp2(-L.shift.astype(np.float64))), L.lo, L.hi).astype(np.int64)
-    L = layers[-1]
-    acc = a @ L.wq.T.astype(np.int64) + L.bq
-    return acc
-
-
 # ------------------------------------------------------------------ building the graphs
 def _layer_nodes(h, L: QLayer, name: str, last: bool, inits: list, nodes: list, fold=None, out=None) -> str:
     """One integer layer as ONNX nodes. A hidden layer's requantiser 2^-s is folded into its
@@ -412,6 +400,8 @@ def convert(src_dir, out_dir, images: np.ndarray, *, calib: int = 20000, seed: i
 
     enc = read_chain(src / man["encoder"]["file"])
     dec = read_chain(src / man["decoder"]["file"])
+    if dec.input_scale != 1.0:
+        raise ValueError("decoder graph scales its input; not a bitsback MLP decoder")
     eq = quantise(enc, x, levels - 1, np.full(dim, enc.input_scale), head=Z)
     # the decoder's calibration inputs: posterior samples of the float encoder, as z
     # values rounded as the graph rounds them
@@ -420,8 +410,6 @@ def convert(src_dir, out_dir, images: np.ndarray, *, calib: int = 20000, seed: i
     z = mu + sg * rng.standard_normal(mu.shape)
     zq = np.clip(np.floor(z * 2.0 ** Z_SHIFT + 0.5), -ACT_MAX, ACT_MAX)
     dq = quantise(dec, zq * 2.0 ** -Z_SHIFT, ACT_MAX, np.full(Z, 2.0 ** -Z_SHIFT))
-    if dec.input_scale != 1.0:
-        raise ValueError("decoder graph scales its input; not a bitsback MLP decoder")
 
     out.mkdir(parents=True, exist_ok=True)
     files = {man["encoder"]["file"]: encoder_graph(eq, dim, Z), man["decoder"]["file"]: decoder_graph(dq, dec)}
