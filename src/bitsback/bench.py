@@ -63,6 +63,7 @@ from . import cdf, container, datasets
 from . import header as hdr
 from ._rans import Messages
 from .bbans.plan import LANE_HEAD_BITS, shard_seed
+from .cli import show_defaults
 from .codec import Codec
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "t10k-images-idx3-ubyte.gz"
@@ -646,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: rate,throughput,latency,k_sweep,classical")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object on the last stdout line")
     ap.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR (needs matplotlib)")
-    return ap
+    return show_defaults(ap)
 
 
 def main(argv=None) -> int:

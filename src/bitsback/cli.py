@@ -144,6 +144,19 @@ def cmd_models(a) -> int:
     return zoo.models_main(["--json"] if a.json else []) or 0
 
 
+def show_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Write every option's default into its help text, in ``parser`` and its subcommands
+    (argparse's own ArgumentDefaultsHelpFormatter skips options without help text)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                show_defaults(sp)
+        elif (action.option_strings and action.default is not None and action.default is not False
+              and action.default is not argparse.SUPPRESS and "%(default)" not in (action.help or "")):
+            action.help = ((action.help + " ") if action.help else "") + "(default: %(default)s)"
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitsback", description="Lossless image-dataset compression with VAEs and bits-back ANS.")
     p.add_argument("-v", "--verbose", action="store_true", help="say which provider runs the networks")
@@ -191,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     for name, help_ in (
+        ("fit", "train, export and measure a model for your own images in one command (needs torch)"),
         ("train", "train a VAE or an encoder objective (needs torch)"),
         ("export", "export a trained VAE to ONNX"),
         ("bench", "measure rate, throughput, per-image latency, the K sweep and classical codecs"),
@@ -198,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=None, passthrough=name)
-    return p
+    return show_defaults(p)
 
 
 # Optional packages and the extra that installs each (pyproject.toml's optional-dependencies).
@@ -223,7 +237,7 @@ def main(argv=None) -> int:
         runtime.verbose = True
         argv = argv[1:]
     try:
-        if argv and argv[0] in ("train", "export", "bench"):
+        if argv and argv[0] in ("fit", "train", "export", "bench"):
             import importlib
 
             return importlib.import_module(f"bitsback.{argv[0]}").main(argv[1:]) or 0

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .bbans.model import DEFAULT_PRECISION
+from .cli import show_defaults
 from .io.atomic import write_bytes
 from .models.checkpoints import load_ckpt, load_images
 from .models.likelihoods import OUTPUT_NAMES
@@ -337,7 +338,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-data", default=None,
                     help="training images to calibrate the portable network on (default: --inactive-data)")
     ap.add_argument("--calib-limit", type=int, default=20000, help="images of --calib-data used (default 20000)")
-    args = ap.parse_args(argv)
+    args = show_defaults(ap).parse_args(argv)
     man = export_checkpoint(
         args.ckpt, args.out, name=args.name, weights=args.weights, decoder_ckpt=args.decoder_ckpt,
         commands=args.recipe, metrics=json.loads(Path(args.metrics).read_text()) if args.metrics else None,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import datasets, export
+from .cli import show_defaults
 from .io.atomic import write_bytes
 from .models import build_vae, decoder_logprob, load_torch, make_spec, sample
 from .models.checkpoints import (PREPROCESS, build_modules, load_ckpt, load_images, plain_args, read_ckpt,
@@ -228,7 +229,12 @@ def _log(out_dir: Path, rec: dict):
 
 
 def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
-    """Shared epoch loop: Adam, time/epoch budget, val-based best.pt, last.pt for resume."""
+    """Shared epoch loop: Adam, time/epoch budget, val-based best.pt, last.pt for resume.
+
+    A resumed run (--resume and <out>/last.pt) keeps the optimiser's state and continues at
+    the learning rates of this command line. ``args._tick`` (optional, set by a driver such
+    as ``bitsback fit``; not a command-line option) is called after every step."""
+    tick = getattr(args, "_tick", None)
     from tqdm import tqdm
 
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -253,18 +259,33 @@ def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
         enc.train(); dec.train()
         perm = torch.randperm(n)
         tot, cnt = 0.0, 0
+        out_of_time = False
+        te, batch_s = time.time(), []
         for i in tqdm(range(0, n, args.batch), desc=f"epoch {epoch + 1}", file=sys.stderr,
                       mininterval=30, disable=not args.progress):
+            tb = time.perf_counter()
             xb = x_train[perm[i:i + args.batch]].to(args.device)
             loss = step_fn(xb)
             opt.zero_grad()
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(xb); cnt += len(xb)
+            batch_s.append(time.perf_counter() - tb)
+            if tick is not None:
+                tick()
+            # the budget is checked after every step, not only at epoch ends: a stage
+            # overshoots its --max-minutes by at most one step and one validation pass
+            if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+                out_of_time = True
+                break
         enc.eval(); dec.eval()
         val = val_fn()
-        rec = {"epoch": epoch + 1, "train_loss_bpd": tot / cnt / (cfg["dim"] * LN2), "val_bpd": val,
-               "minutes": round((time.time() - t0) / 60, 2)}
+        rec = {"epoch": epoch + 1, "train_loss_bpd": tot / max(cnt, 1) / (cfg["dim"] * LN2), "val_bpd": val,
+               "minutes": round((time.time() - t0) / 60, 2), "epoch_seconds": round(time.time() - te, 1),
+               "step_ms_median": round(1000 * float(np.median(batch_s)), 1) if batch_s else None,
+               "images": cnt}
+        if out_of_time:
+            rec["partial"] = True
         history.append(rec)
         _log(out, rec)
         state = dict(config=cfg["model"], encoder=enc.state_dict(), decoder=dec.state_dict(),
@@ -279,7 +300,7 @@ def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
             print(f"early stop: no val improvement for {bad} epochs", file=sys.stderr)
             args._stop_reason = "early_stop"
             break
-        if args.max_minutes and (time.time() - t0) / 60 > args.max_minutes:
+        if out_of_time or (args.max_minutes and (time.time() - t0) / 60 > args.max_minutes):
             print("time budget reached", file=sys.stderr)
             args._stop_reason = "time_budget"
             break
@@ -315,6 +336,8 @@ def cmd_vae(args):
                 else {"features": args.features})
         if args.ctx_neighbours:
             over["ctx_offsets"] = NEIGHBOURS[:args.ctx_neighbours]
+        if args.ctx_thresholds:
+            over["thresholds"] = [int(t) for t in args.ctx_thresholds.split(",")]
         if args.lin_neighbours and args.likelihood == "logistic_context":
             over["lin_offsets"] = NEIGHBOURS[:args.lin_neighbours]
         model_cfg["context"] = make_spec(args.likelihood, model_cfg["image_shape"], **over)
@@ -411,22 +434,40 @@ def _factorised(state: dict, prefix: str, W, b, r: int) -> None:
     state[f"{prefix}.1.bias"] = b
 
 
+# The options of a stage that decide when it stops and how it steps: DONE records them, and
+# a --resume with other values continues the finished run (see _already_done).
+STOP_OPTIONS = ("epochs", "lr", "max_minutes", "patience")
+
+
 def _finish(out: Path, best: float, args=None):
     reason = getattr(args, "_stop_reason", "epochs")
-    _write_text(out / "DONE", json.dumps({"best_val_bpd": best, "reason": reason,
-                                           "epochs": getattr(args, "epochs", None)}) + "\n")
+    rec = {"best_val_bpd": best, "reason": reason, **{k: getattr(args, k, None) for k in STOP_OPTIONS}}
+    _write_text(out / "DONE", json.dumps(rec) + "\n")
     print(json.dumps({"best_val_bpd": best, "checkpoint": str(out / "best.pt")}))
 
 
 def _already_done(args) -> bool:
+    """True when ``--resume`` names a finished stage and this command would not change it.
+
+    Rerunning the very command of a finished stage does nothing (so a recipe's finished
+    stages are skipped). The same stage with other stopping or stepping options continues
+    the run from last.pt, optimiser included: more epochs, a new --max-minutes after a
+    time-budget stop, a lower --lr after an early stop."""
     done = Path(args.out) / "DONE"
-    if args.resume and done.exists():
-        info = json.loads(done.read_text())
+    if not (args.resume and done.exists()):
+        return False
+    info = json.loads(done.read_text())
+    recorded = {k: info[k] for k in STOP_OPTIONS if k in info}
+    if "lr" not in info:     # a DONE written before the options were recorded: epochs only
         if info.get("reason") == "epochs" and (info.get("epochs") or 0) < args.epochs:
-            return False  # asked for more epochs than the finished run had: continue it
-        print(f"{args.out}: stage already finished ({done.read_text().strip()}); skipping", file=sys.stderr)
-        return True
-    return False
+            return False
+    elif any(getattr(args, k) != v for k, v in recorded.items()):
+        print(f"{args.out}: continuing the finished stage with new options "
+              f"({', '.join(f'{k} {recorded[k]} -> {getattr(args, k)}' for k in recorded if getattr(args, k) != recorded[k])})",
+              file=sys.stderr)
+        return False
+    print(f"{args.out}: stage already finished ({done.read_text().strip()}); skipping", file=sys.stderr)
+    return True
 
 
 def resized_encoder(enc, model_cfg: dict, hidden=None, rank=None):
@@ -513,7 +554,7 @@ def cmd_eval(args):
         pre = ck["meta"].get("preprocess", "none")
     enc.to(args.device); dec.to(args.device)
     x = load_images(args.data, pre, args.limit)
-    what = tuple(args.what.split(","))
+    what = args.what
     res = evaluate(enc, dec, model_cfg, x, args.iwae_k, args.optimal_steps, args.samples, args.device, what, args.seed)
     res["model"] = str(args.model)
     res["data"] = str(args.data)
@@ -714,9 +755,23 @@ def _common(p):
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the descriptions' line breaks (options' defaults: :func:`show_defaults`)."""
+
+
+EVAL_WHAT = ("elbo", "iwae", "optimal")
+
+
+def _what(text: str) -> tuple:
+    parts = tuple(p for p in text.split(",") if p)
+    bad = [p for p in parts if p not in EVAL_WHAT]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"--what takes a comma-separated list of {', '.join(EVAL_WHAT)}; got {text!r}")
+    return parts
+
+
 def build_parser():
-    ap = argparse.ArgumentParser(prog="bitsback train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="bitsback train", description=__doc__, formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("vae", help="ELBO training of encoder + decoder")
     _common(p)
@@ -735,6 +790,9 @@ def build_parser():
                    help="context likelihoods: the first N of models.context.NEIGHBOURS form the context (0: default)")
     p.add_argument("--lin-neighbours", type=int, default=0,
                    help="logistic_context: the first N of NEIGHBOURS enter the means linearly (0: default)")
+    p.add_argument("--ctx-thresholds", default=None,
+                   help="context likelihoods: comma-separated bucket thresholds of a neighbour's value "
+                        "(default: models.context.DEFAULT_SPECS'; bitsback fit chooses them from the data)")
     p.add_argument("--context-lr-scale", type=float, default=10.0,
                    help="context tables learn at this multiple of --lr")
     p.add_argument("--head-rank", type=int, default=None,
@@ -759,7 +817,8 @@ def build_parser():
     p.add_argument("--model", required=True)
     p.add_argument("--data", default=None, help="default $BITSBACK_MNIST/t10k-images-idx3-ubyte.gz")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    p.add_argument("--what", default="elbo,iwae,optimal")
+    p.add_argument("--what", default="elbo,iwae,optimal", type=_what,
+                   help=f"comma-separated metrics, any of: {', '.join(EVAL_WHAT)}")
     p.add_argument("--iwae-k", type=int, default=1000)
     p.add_argument("--optimal-steps", type=int, default=300)
     p.add_argument("--samples", type=int, default=1, help="z samples per image for -ELBO")
@@ -782,7 +841,7 @@ def build_parser():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--stop-after-training", action="store_true")
     p.set_defaults(func=cmd_recipe)
-    return ap
+    return show_defaults(ap)
 
 
 def main(argv=None) -> int:

@@ -58,8 +58,10 @@ def check_plain(obj, where: str = "checkpoint") -> None:
 
 
 def plain_args(args) -> dict:
-    """A parsed command line as checkpoint data: its options, without argparse's ``func``."""
-    return {k: v for k, v in vars(args).items() if k != "func"}
+    """A parsed command line as checkpoint data: its options, without argparse's ``func``
+    and without what a driver attached to it (names starting with ``_``, such as a
+    progress callback)."""
+    return {k: v for k, v in vars(args).items() if k != "func" and not k.startswith("_")}
 
 
 def save_ckpt(path, **state) -> None:
