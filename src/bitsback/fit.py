@@ -222,8 +222,11 @@ def model_flags(binary: bool, shape, context: dict) -> list[str]:
         flags += ["--head-rank", "128"]
     if binary:
         return ["--likelihood", "bernoulli_context", "--features", "4", "--levels", "2", *flags]
+    # the context tables learn at 10x the rate (train's default): after 300 steps on 10 000
+    # images, validation -ELBO 5.756 against 5.975 at 1x on grey Tiny ImageNet, 1.241 against
+    # 1.501 on MNIST
     return ["--likelihood", "logistic_context", "--mixture", "2", "--levels", "256", "--lin-neighbours", "6",
-            "--context-lr-scale", "1", *flags]
+            "--context-lr-scale", "10", *flags]
 
 
 def reserve_seconds(budget_s: float, n_heldout: int) -> float:
