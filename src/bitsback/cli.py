@@ -100,7 +100,8 @@ def info_lines(h: dict) -> list[str]:
     counts = [s[0] for s in shards]
     p = h["precision"]
     return [
-        f"model       {h['model']['name']} (sha256 {h['model']['sha256'][:16]}…), {h['likelihood']}",
+        f"model       {h['model']['name']} (sha256 {h['model']['sha256'][:16]}…), {h['likelihood']}"
+        + (f", made from folder {h['model']['dir']}" if isinstance(h["model"].get("dir"), str) else ""),
         f"images      {h['n']} × {'x'.join(map(str, h['shape']))} {h['dtype']}, {h['levels']} levels",
         f"size        {h['file_bytes']} bytes, {h['bits_per_dim']:.4f} bits/dim "
         f"(payload {h['payload_bytes']}, header and checksum {h['file_bytes'] - h['payload_bytes']})",
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help="decompress a .bba file")
     d.add_argument("input")
     d.add_argument("-o", "--output", required=True, help=".npy, .npz, .idx, .idx.gz, or a folder for PNGs")
-    d.add_argument("--model", default=None, help="model to decode with (default: the one named in the file)")
+    d.add_argument("--model", default=None, help="model folder or bundled name to decode with (default: the model "
+                   "the file names: bundled, or found in the folder recorded at compress time, in $BITSBACK_MODEL_PATH "
+                   "or beside the file)")
     d.add_argument("--range", default=None, help="decode only images A:B (only the shards holding them are read)")
     common(d)
     d.set_defaults(func=cmd_decompress)

@@ -25,6 +25,7 @@ import numpy as np
 from . import container, datasets, zoo
 from . import header as hdr
 from .bbans import shards
+from .bbans.model import MODEL_PATH_ENV, Model, find, search_places
 from .codec import Codec
 from .errors import BitsbackError, FormatError, InputError
 from .io import atomic
@@ -391,6 +392,32 @@ def compress(inputs, dst, model=None, *, workers=None, engine="local", address=N
 
 
 # ---------------------------------------------------------------------------- decompress
+def model_for(header: dict, src=None) -> str:
+    """The model folder (or bundled name) to decode a file with, from what its header names:
+    a bundled model, or an earlier version of one kept in zoo/legacy; else a folder of
+    that name and sha256 found where :func:`bbans.model.search_places` looks (the folder
+    recorded at compress time, $BITSBACK_MODEL_PATH, the file's own folder). Raises
+    UnknownModelError saying to pass --model DIR when none is found."""
+    name, sha = header["model"]["name"], header["model"]["sha256"]
+    legacy = zoo.for_file(name, sha)
+    if legacy != name:
+        return legacy
+    bundled = name in zoo.list_models()
+    if bundled and Model(zoo.model_dir(name)).sha256 == sha:
+        return name
+    places = search_places(header["model"].get("dir"), None if src is None else Path(src).resolve().parent)
+    found = find(name, sha, places)
+    if found is not None:
+        return str(found)
+    if bundled:
+        return name        # the codec's ModelMismatchError says the bundled model has changed
+    where = ", ".join(str(p) for p in places) or "nowhere"
+    raise zoo.UnknownModelError(
+        f"the file was made with model {name!r} (sha256 {sha[:12]}…), which is not bundled and was not found in: "
+        f"{where}. Pass --model DIR with the model's folder (the one `bitsback fit` or `bitsback export` made), "
+        f"or list folders of models in ${MODEL_PATH_ENV}")
+
+
 def decompress(src, dst, model=None, *, workers=None, engine="local", address=None, start=None, stop=None,
                force=False, progress=None, limits: container.Limits = container.DEFAULT_LIMITS, **codec_args) -> dict:
     """Decode ``src`` (or the image range [start, stop)) to ``dst`` shard by shard.
@@ -409,7 +436,7 @@ def decompress(src, dst, model=None, *, workers=None, engine="local", address=No
         whole = (lo, hi) == (0, header["n"])
         if whole:
             container.verify_checksum(f, size)
-        codec = Codec(model or zoo.for_file(header["model"]["name"], header["model"]["sha256"]), workers=1, **codec_args).for_header(header)
+        codec = Codec(model or model_for(header, src), workers=1, **codec_args).for_header(header)
         jobs = hdr.shard_refs(header, lo, hi)
 
         out_shape = (hi - lo, *codec.model.shape)

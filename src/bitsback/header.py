@@ -116,7 +116,9 @@ def build(model, settings: Settings, n: int, plan, payload_lens, digests, data_s
     """The container header for n images coded with ``settings`` in the shards ``plan``,
     on ``runtime`` (runtime.describe) with network ``arithmetic`` (see :func:`arithmetic_of`)."""
     return {
-        "model": {"name": model.name, "sha256": model.sha256},
+        # a model of one's own also records its folder, where decompress looks for it first
+        "model": {"name": model.name, "sha256": model.sha256,
+                  **({} if model.bundled else {"dir": str(model.dir.resolve())})},
         "likelihood": model.likelihood,
         "shape": list(model.shape),
         "dtype": "uint8",

@@ -81,6 +81,11 @@ class Model:
         return np.ascontiguousarray(x)
 
     @property
+    def bundled(self) -> bool:
+        """True when this model ships inside the package (its files then name no path)."""
+        return is_bundled(self.dir)
+
+    @property
     def context(self):
         """The causal-context tables of a context family (None for the others)."""
         return getattr(self.lik, "context", None)
@@ -128,3 +133,49 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
             f"unknown model {name_or_path!r}: not a bundled model ({', '.join(zoo.names())}) "
             "nor a directory with manifest.json"
         ) from None
+
+
+# Folders where `bitsback decompress` looks for the model a file names when no --model is
+# given (os.pathsep-separated; each a model folder or a folder of model folders).
+MODEL_PATH_ENV = "BITSBACK_MODEL_PATH"
+
+
+def is_bundled(directory) -> bool:
+    """True for a model folder shipped inside the package (zoo/, zoo/legacy/)."""
+    from .. import zoo
+
+    try:
+        Path(directory).resolve().relative_to(zoo.ZOO_DIR)
+        return True
+    except ValueError:
+        return False
+
+
+def search_places(recorded=None, near=None) -> list[Path]:
+    """Where a file's model is looked for, in order: the folder recorded in the file at
+    compress time, the entries of $BITSBACK_MODEL_PATH, then ``near`` (the file's folder)."""
+    places = [Path(recorded)] if recorded else []
+    places += [Path(e) for e in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if e]
+    if near is not None:
+        places.append(Path(near))
+    return places
+
+
+def find(name: str, sha256: str, places) -> Path | None:
+    """The first model folder named ``name`` whose files hash to ``sha256`` (see Model):
+    each place itself, then its subfolders (sorted). None when no folder matches."""
+    for place in places:
+        try:
+            subs = sorted(d for d in Path(place).iterdir() if d.is_dir()) if Path(place).is_dir() else []
+        except OSError:
+            continue
+        for d in [Path(place), *subs]:
+            try:
+                if json.loads((d / "manifest.json").read_text()).get("name", d.name) != name:
+                    continue
+                if Model(d).sha256 == sha256:
+                    return d
+            except (OSError, ValueError, KeyError, TypeError, BitsbackError):
+                continue    # not a model folder, or not a readable one: not the model
+    return None
+
