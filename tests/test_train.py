@@ -259,3 +259,38 @@ def test_early_checkpoint_with_main_function_loads(tmp_path):
     assert ck["meta"]["args"] == {"cmd": "vae", "lr": 1e-3}
     assert enc(torch.zeros(1, 784))[0].shape == (1, 2) and dec(torch.zeros(1, 2)).shape == (1, 784)
     assert hasattr(__main__, "cmd_vae") == had
+
+
+def test_finished_stage_is_skipped_unless_resumed_with_new_options(tmp_path):
+    """Rerunning a finished stage's command does nothing; a time-budget stop resumed at a
+    new --lr continues the same run with its optimiser (Adam's step count goes on)."""
+    common = ["--data", str(FIX), "--batch", "16", "--n-val", "16", "--threads", "1", "--no-progress",
+              "--latent", "4", "--hidden", "32", "--epochs", "50", "--resume"]
+    out = tmp_path / "vae"
+    # a budget this small stops after the first step (checked after every step, not per epoch)
+    assert train.main(["vae", "--out", str(out), "--max-minutes", "0.00001", *common]) == 0
+    done = json.loads((out / "DONE").read_text())
+    assert done["reason"] == "time_budget" and done["lr"] == 3e-4
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["partial"] and log[0]["images"] == 16
+    steps = read_ckpt(out / "last.pt")["optimizer"]["state"][0]["step"]
+    # the same command: skipped
+    assert train.main(["vae", "--out", str(out), "--max-minutes", "0.00001", *common]) == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    # a new learning rate: continued, optimiser state kept, at the new rate
+    assert train.main(["vae", "--out", str(out), "--max-minutes", "0.00001", "--lr", "1e-4", *common]) == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    ck = read_ckpt(out / "last.pt")
+    assert ck["optimizer"]["state"][0]["step"] == steps + 1
+    assert ck["optimizer"]["param_groups"][0]["lr"] == 1e-4
+    assert json.loads((out / "DONE").read_text())["lr"] == 1e-4
+
+
+def test_every_option_shows_its_default(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["vae", "--help"])
+    text = capsys.readouterr().out
+    assert "--epochs EPOCHS       (default: 100)" in text and "(default: 0.0003)" in text
+    with pytest.raises(SystemExit):
+        train.main(["eval", "--model", "m", "--what", "elbo,bogus"])
+    assert "elbo, iwae, optimal" in capsys.readouterr().err
