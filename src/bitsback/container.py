@@ -77,7 +77,7 @@ ZDICT_V5 = (
 # optional). A field from a later version than the file's is not part of its format and
 # is ignored, like unknown fields (forward compatibility within a version).
 HEADER_FIELDS = {
-    "model": (dict, 1),             # {"name": str, "sha256": str}
+    "model": (dict, 1),             # {"name": str, "sha256": str}; models not bundled also "dir": str, the folder at compress time (a hint for finding it; never trusted)
     "likelihood": (str, 1),
     "shape": (list, 1),             # per-image shape, e.g. [28, 28]
     "dtype": (str, 1),
