@@ -119,3 +119,16 @@ def test_bad_inputs_are_clean_errors(tmp_path):
         r = bitsback("fit", *args, cwd=tmp_path)
         assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+
+
+def test_a_recorded_folder_is_only_a_hint(monkeypatch, tmp_path):
+    """The folder a header records comes from the file: anything but a plain string is
+    ignored, and a folder is used only when its model's name and sha256 match."""
+    from bitsback.bbans.model import find, search_places
+
+    monkeypatch.delenv("BITSBACK_MODEL_PATH", raising=False)
+    assert search_places(123) == [] and search_places({"a": 1}) == [] and search_places("x\0y") == []
+    assert search_places("/some/where", tmp_path) == [Path("/some/where"), tmp_path]
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "manifest.json").write_text('{"name": "m"}')
+    assert find("m", "0" * 64, [tmp_path, "/nonexistent"]) is None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -153,12 +154,18 @@ def is_bundled(directory) -> bool:
 
 def search_places(recorded=None, near=None) -> list[Path]:
     """Where a file's model is looked for, in order: the folder recorded in the file at
-    compress time, the entries of $BITSBACK_MODEL_PATH, then ``near`` (the file's folder)."""
-    places = [Path(recorded)] if recorded else []
+    compress time (ignored unless a string: it comes from the file), the entries of
+    $BITSBACK_MODEL_PATH, then ``near`` (the file's folder)."""
+    places = [Path(recorded)] if isinstance(recorded, str) and recorded and "\0" not in recorded else []
     places += [Path(e) for e in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if e]
     if near is not None:
         places.append(Path(near))
     return places
+
+
+# Subfolders of one place that find() looks into (a folder of model folders; a recorded
+# path comes from the file and may name any folder).
+MAX_SUBFOLDERS = 1000
 
 
 def find(name: str, sha256: str, places) -> Path | None:
@@ -166,11 +173,14 @@ def find(name: str, sha256: str, places) -> Path | None:
     each place itself, then its subfolders (sorted). None when no folder matches."""
     for place in places:
         try:
-            subs = sorted(d for d in Path(place).iterdir() if d.is_dir()) if Path(place).is_dir() else []
+            subs = sorted(itertools.islice((d for d in Path(place).iterdir() if d.is_dir()), MAX_SUBFOLDERS)) \
+                if Path(place).is_dir() else []
         except OSError:
             continue
         for d in [Path(place), *subs]:
             try:
+                if not (d / "manifest.json").is_file():
+                    continue
                 if json.loads((d / "manifest.json").read_text()).get("name", d.name) != name:
                     continue
                 if Model(d).sha256 == sha256:
