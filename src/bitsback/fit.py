@@ -93,8 +93,8 @@ def read_images(paths) -> np.ndarray:
     parts = []
     for p in paths:
         x = datasets.load(p)
-        if x.ndim == 4 and x.shape[1] == 1:
-            x = x[:, 0]
+        if x.ndim == 4 and 1 in (x.shape[1], x.shape[3]):     # one channel, first or last
+            x = x.reshape(x.shape[0], *(n for n in x.shape[1:] if n != 1)) if x.shape[1:].count(1) == 1 else x
         if x.ndim != 3:
             raise InputError(f"{p}: images of shape {x.shape[1:]} are colour (or multi-channel); bitsback fit "
                              "takes binary and greyscale images (convert them to greyscale first)")
