@@ -292,6 +292,20 @@ class Progress:
         self.bar.close()
 
 
+def default_threads() -> int:
+    """torch threads for a fit: the cores this process may use less those already busy
+    (the 1-minute load average), at least 1. A training step waits for its slowest thread,
+    so a thread whose core is taken by another process stalls every step: with two other
+    processes on this 2-core machine, 2 threads took 340-1886 ms per step and 1 thread
+    202-225 ms (bench/fit_steps.py, docs/MODELS.md "Training speed")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, cores - int(round(busy)))
+
+
 def _say(text: str) -> None:
     print(f"bitsback fit: {text}", file=sys.stderr, flush=True)
 
@@ -349,8 +363,9 @@ def fit(inputs, model_dir, *, minutes: float = DEFAULT_MINUTES, name: str | None
         state = State(state_path, {"inputs": [str(Path(p).resolve()) for p in inputs], "data_sha256": digest,
                                    "minutes": minutes, "spent_s": 0.0, "stages": {}, "finished": False})
     budget = 60.0 * minutes
-    if threads:
-        torch.set_num_threads(threads)
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    state.data.setdefault("threads", []).append(threads)
     torch.set_flush_denormal(True)
     bar = Progress(state, budget, progress)
     try:
@@ -397,8 +412,7 @@ def _fit(x, out, work, state, bar, budget, name, threads):
         deadline[stage] = t_at
     common = ["--data", str(trainval), "--n-val", str(len(va)), "--batch", "128", "--epochs", "100000",
               "--patience", str(PATIENCE), "--no-progress", "--resume"]
-    if threads:
-        common += ["--threads", str(threads)]
+    common += ["--threads", str(threads)]
     vae_dir, enc_dir = work / "vae", work / "encoder"
     commands = []
 
@@ -512,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                     help="wall-clock budget for everything; more time gives smaller files")
     ap.add_argument("--name", default=None, help="model name recorded in its files (default: the folder's name)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, the cores)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: the cores not already busy, by the load average; fit.default_threads)")
     ap.add_argument("--restart", action="store_true", help="discard an unfinished or finished fit in the folder")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON object")
