@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
-import os
 import shutil
 import sys
 import time
@@ -292,20 +290,6 @@ class Progress:
         self.bar.close()
 
 
-def default_threads() -> int:
-    """torch threads for a fit: the cores this process may use less those already busy
-    (the 1-minute load average), at least 1. A training step waits for its slowest thread,
-    so a thread whose core is taken by another process stalls every step: with two other
-    processes on this 2-core machine, 2 threads took 340-1886 ms per step and 1 thread
-    202-225 ms (bench/fit_steps.py, docs/MODELS.md "Training speed")."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, cores - int(round(busy)))
-
-
 def _say(text: str) -> None:
     print(f"bitsback fit: {text}", file=sys.stderr, flush=True)
 
@@ -363,6 +347,8 @@ def fit(inputs, model_dir, *, minutes: float = DEFAULT_MINUTES, name: str | None
         state = State(state_path, {"inputs": [str(Path(p).resolve()) for p in inputs], "data_sha256": digest,
                                    "minutes": minutes, "spent_s": 0.0, "stages": {}, "finished": False})
     budget = 60.0 * minutes
+    from .train import default_threads
+
     threads = threads or default_threads()
     torch.set_num_threads(threads)
     state.data.setdefault("threads", []).append(threads)
@@ -527,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="wall-clock budget for everything; more time gives smaller files")
     ap.add_argument("--name", default=None, help="model name recorded in its files (default: the folder's name)")
     ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: the cores not already busy, by the load average; fit.default_threads)")
+                    help="torch CPU threads (0: the cores not already busy, by the load average; train.default_threads)")
     ap.add_argument("--restart", action="store_true", help="discard an unfinished or finished fit in the folder")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON object")

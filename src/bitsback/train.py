@@ -52,6 +52,20 @@ def default_mnist(name: str) -> str:
     return str(Path(root) / name)
 
 
+def default_threads() -> int:
+    """torch threads for training (``--threads 0``, ``bitsback fit``): the cores this process may use less those already busy
+    (the 1-minute load average), at least 1. A training step waits for its slowest thread,
+    so a thread whose core is taken by another process stalls every step: with two other
+    processes on this 2-core machine, 2 threads took 340-1886 ms per step and 1 thread
+    202-225 ms (bench/fit_steps.py, docs/MODELS.md "Training speed")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, cores - int(round(busy)))
+
+
 # ----------------------------------------------------------------------------- objectives
 
 def gaussian_logprob(z, mu, sigma):
@@ -751,7 +765,7 @@ def _common(p):
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this wall time (0: no limit)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if present")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the cores not already busy)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -846,8 +860,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     if args.data is None:
         args.data = default_mnist("t10k-images-idx3-ubyte.gz" if args.cmd == "eval" else "train-images-idx3-ubyte.gz")
     if getattr(args, "test_data", "unset") is None:
