@@ -403,7 +403,8 @@ def model_for(header: dict, src=None) -> str:
     if legacy != name:
         return legacy
     bundled = name in zoo.list_models()
-    if bundled and Model(zoo.model_dir(name)).sha256 == sha:
+    # a bundled model's file records no folder: no search (and no hashing) on that path
+    if bundled and ("dir" not in header["model"] or Model(zoo.model_dir(name)).sha256 == sha):
         return name
     places = search_places(header["model"].get("dir"), None if src is None else Path(src).resolve().parent)
     found = find(name, sha, places)
