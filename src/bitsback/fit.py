@@ -19,7 +19,8 @@ uses, within a wall-clock budget (default 60 minutes):
    decoder. The smaller encoder is shipped when its validation rate is within
    ``RHA_TOLERANCE`` of the VAE's own encoder (it codes faster); otherwise the VAE's.
    Each stage owns a fixed share of the budget (``STAGE_SHARES``); time a stage leaves
-   unused (early stopping) passes to the next.
+   unused (early stopping) passes to the next. Budgets leaving less than
+   ``ENCODER_MIN_MINUTES`` of training skip the encoder stage and give its share to the VAE.
 4. **Export** the chosen checkpoint in the portable arithmetic (files decode bit-exactly on
    every machine), then **report**: the held-out images are compressed to a real file
    with the exported model, decoded and compared, and their bits/dim are printed beside
@@ -55,6 +56,12 @@ DEFAULT_MINUTES = 60.0
 # the VAE at the higher rate, the same run at the lower rate, the smaller encoder.
 STAGE_SHARES = (("vae", 0.55), ("vae-finetune", 0.25), ("encoder", 0.20))
 LR_HIGH, LR_LOW, LR_ENCODER = 1e-3, 3e-4, 1e-3
+
+# The encoder stage runs only when training gets at least this many minutes. In the
+# 60-minute fits it bought no rate (MNIST grey validation 1.1193 against the VAE encoder's
+# 1.1189, binary 0.1176 against 0.1173); it buys a smaller, faster encoder, and on a short
+# budget its time is worth more to the VAE.
+ENCODER_MIN_MINUTES = 20.0
 
 # The RHA encoder ships when its validation bits/dim are at most this fraction above the
 # VAE encoder's: it is ~3x smaller, and the coder runs the encoder at every image.
@@ -406,8 +413,11 @@ def _fit(x, out, work, state, bar, budget, name, threads):
     start = state.spent()
     train_s = max(0.0, budget - reserve - (S.get("train_start_s") or start))
     S.setdefault("train_start_s", start)
+    shares = dict(STAGE_SHARES)
+    if train_s < 60 * ENCODER_MIN_MINUTES:   # short budgets: the VAE gets the encoder's share
+        shares = {k: (0.0 if k == "encoder" else v / (1 - shares["encoder"])) for k, v in shares.items()}
     deadline, t_at = {}, S["train_start_s"]
-    for stage, share in STAGE_SHARES:
+    for stage, share in shares.items():
         t_at += share * train_s
         deadline[stage] = t_at
     common = ["--data", str(trainval), "--n-val", str(len(va)), "--batch", "128", "--epochs", "100000",
