@@ -317,21 +317,6 @@ def _say(text: str) -> None:
 
 # ----------------------------------------------------------------------------- the fit
 
-def _stage_args(cmd: str, flags: list[str], progress: Progress):
-    from . import train
-
-    args = train.build_parser().parse_args([cmd, *flags])
-    args._tick = progress.tick
-    return args
-
-
-def _run_stage(cmd, flags, progress):
-    args = _stage_args(cmd, flags, progress)
-    args.func(args)
-    done = Path(args.out) / "DONE"
-    return json.loads(done.read_text()) if done.exists() else {}
-
-
 def fit(inputs, model_dir, *, minutes: float = DEFAULT_MINUTES, name: str | None = None, threads: int = 0,
         progress: bool = True, restart: bool = False) -> dict:
     """Fit, export and report a model for the images in ``inputs`` (see the module doc);
@@ -384,7 +369,7 @@ def fit(inputs, model_dir, *, minutes: float = DEFAULT_MINUTES, name: str | None
 
 
 def _fit(x, out, work, state, bar, budget, name, threads):
-    from . import export
+    from . import export, train
 
     binary = int(x.max()) <= 1
     tr, va, ho = split(len(x))
@@ -421,13 +406,17 @@ def _fit(x, out, work, state, bar, budget, name, threads):
         t_at += share * train_s
         deadline[stage] = t_at
     common = ["--data", str(trainval), "--n-val", str(len(va)), "--batch", "128", "--epochs", "100000",
-              "--patience", str(PATIENCE), "--no-progress", "--resume"]
-    common += ["--threads", str(threads)]
+              "--patience", str(PATIENCE), "--no-progress", "--resume", "--threads", str(threads)]
     vae_dir, enc_dir = work / "vae", work / "encoder"
     commands = []
 
-    def left_min(stage):
-        return max(1e-3, (deadline[stage] - state.spent()) / 60)
+    def run(stage, cmd, flags):
+        """Run one stage until its deadline and record how it ended."""
+        left = max(1e-3, (deadline[stage] - state.spent()) / 60)
+        done = train.run_stage(cmd, [*flags, "--max-minutes", f"{left:.3f}"], bar.tick)
+        S["stages"][stage] = {"best_val_bpd": done.get("best_val_bpd"), "reason": done.get("reason"),
+                              "ended_at_s": round(state.spent(), 1)}
+        state.save()
 
     # -- the VAE, then the same run at the lower rate ---------------------------------------
     for stage, lr in (("vae", LR_HIGH), ("vae-finetune", LR_LOW)):
@@ -436,22 +425,16 @@ def _fit(x, out, work, state, bar, budget, name, threads):
         if stage in S["stages"]:
             continue
         bar.stage(f"{stage} (lr {lr:g})")
-        done = _run_stage("vae", [*flags, "--max-minutes", f"{left_min(stage):.3f}"], bar)
-        S["stages"][stage] = {"best_val_bpd": done.get("best_val_bpd"), "reason": done.get("reason"),
-                              "ended_at_s": round(state.spent(), 1)}
-        state.save()
+        run(stage, "vae", flags)
     # -- the smaller encoder, reverse half-asleep ---------------------------------------------
     eflags = ["--init", str(vae_dir / "best.pt"), "--out", str(enc_dir), "--objective", "rha", "--alpha", "0.5",
               "--samples", "prior", "--lr", str(LR_ENCODER), "--enc-hidden", "256,256", "--enc-rank", "64", *common]
     commands.append("bitsback train encoder " + " ".join(eflags))
     if "encoder" not in S["stages"] and deadline["encoder"] - state.spent() > 5:
         bar.stage("encoder (reverse half-asleep)")
-        done = _run_stage("encoder", [*eflags, "--max-minutes", f"{left_min('encoder'):.3f}"], bar)
-        S["stages"]["encoder"] = {"best_val_bpd": done.get("best_val_bpd"), "reason": done.get("reason"),
-                                  "ended_at_s": round(state.spent(), 1)}
-        state.save()
+        run("encoder", "encoder", eflags)
+    # the fine-tune continues the VAE's run, best.pt and its best included: its best is the VAE's
     vae_val = S["stages"]["vae-finetune"]["best_val_bpd"]
-    vae_val = min(v for v in (vae_val, S["stages"]["vae"]["best_val_bpd"]) if v is not None)
     rha_val = S["stages"].get("encoder", {}).get("best_val_bpd")
     use_rha = rha_val is not None and rha_val <= vae_val * (1 + RHA_TOLERANCE)
     S["encoder"] = {"shipped": "rha" if use_rha else "vae", "vae_val_bpd": vae_val, "rha_val_bpd": rha_val,

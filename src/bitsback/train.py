@@ -181,8 +181,6 @@ def eval_optimal(enc, dec, x, cfg, steps=300, lr=1e-2, batch=1000, n_eval_sample
     """Per-image posterior optimisation (Eq. 13): Adam on (mu, log sigma) of each test image,
     initialised from the encoder, ``steps`` steps on the single-sample -ELBO; returns the
     per-image -ELBO (nats) of the optimised posteriors (``n_eval_samples`` samples)."""
-    from tqdm import tqdm
-
     torch.manual_seed(seed)
     lik, levels = cfg["likelihood"], cfg["levels"]
     flags = [p.requires_grad for p in dec.parameters()]
@@ -246,8 +244,9 @@ def _epochs(args, out, enc, dec, params, step_fn, val_fn, cfg, extra_state):
     """Shared epoch loop: Adam, time/epoch budget, val-based best.pt, last.pt for resume.
 
     A resumed run (--resume and <out>/last.pt) keeps the optimiser's state and continues at
-    the learning rates of this command line. ``args._tick`` (optional, set by a driver such
-    as ``bitsback fit``; not a command-line option) is called after every step."""
+    the learning rates of this command line. ``args._tick`` (optional, set by :func:`run_stage`
+    for a driver such as ``bitsback fit``; not a command-line option) is called after every
+    step."""
     tick = getattr(args, "_tick", None)
     from tqdm import tqdm
 
@@ -657,12 +656,16 @@ def _cached_eval(path: Path, fn):
     return res
 
 
-def _run_stage(cmd: str, flags: list[str]) -> None:
-    """Run the training stage ``bitsback train <cmd> <flags>`` in this process. A recipe's
-    stages run from the very flags its manifest records as their commands, so that the
-    record and the run cannot differ."""
+def run_stage(cmd: str, flags: list[str], tick=None) -> dict:
+    """Run the training stage ``bitsback train <cmd> <flags>`` in this process and return
+    what its DONE file records ({} when it wrote none). A recipe's stages, and those of
+    ``bitsback fit``, run from the very flags recorded as their commands, so that the
+    record and the run cannot differ. ``tick`` is called after every training step."""
     args = build_parser().parse_args([cmd, *flags])
+    args._tick = tick
     args.func(args)
+    done = Path(args.out) / "DONE"
+    return json.loads(done.read_text()) if done.exists() else {}
 
 
 def cmd_recipe(args):
@@ -672,16 +675,16 @@ def cmd_recipe(args):
     torch.set_num_threads(args.threads or 1)
     thr = ["--threads", str(args.threads or 1)]     # recorded in each stage's checkpoint options
     train_data = ["--data", str(args.data)]
-    _run_stage("vae", ["--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
+    run_stage("vae", ["--out", str(vae_dir), *r["vae"], *train_data, *thr, "--resume"])
     if r.get("finetune"):  # more epochs of the same run at a lower rate (later flags win)
-        _run_stage("vae", ["--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
+        run_stage("vae", ["--out", str(vae_dir), *r["vae"], *r["finetune"], *train_data, *thr, "--resume"])
     derived = []
     for name, flags in r.get("derived", []):  # new runs, each from the last: output layer factorised, ...
         derived.append(["--init", str(vae_dir / "best.pt"), "--out", str(W / name), *flags])
-        _run_stage("vae", [*derived[-1], *train_data, *thr, "--resume"])
+        run_stage("vae", [*derived[-1], *train_data, *thr, "--resume"])
         vae_dir = W / name
     for seed in r["seeds"]:
-        _run_stage("encoder", ["--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
+        run_stage("encoder", ["--init", str(vae_dir / "best.pt"), "--out", str(W / f"{pre}-rha-s{seed}"),
                                *r["encoder"], "--seed", str(seed), *train_data, *thr, "--resume"])
     if args.stop_after_training:
         return
